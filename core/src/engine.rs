@@ -262,7 +262,10 @@ fn add_equipment(
         return Ok(());
     }
     s.time_prod += b;
-    for (j, pr) in eq.products.iter().enumerate() {
+    let mut products: Vec<(usize, &crate::evidence::Product)> =
+        eq.products.iter().enumerate().collect();
+    products.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    for (j, pr) in products {
         s.products += 1;
         let (produced, c1) = quantity(&pr.produced, p, &mut s.wraps, &mut s.resets);
         let (good, c2) = quantity(&pr.good, p, &mut s.wraps, &mut s.resets);
@@ -342,14 +345,20 @@ fn add_meter(s: &mut Sums, ctx: &Ctx<'_>, m: &Meter) {
 
 /// Sums over the equipment and meters whose id passes `keep`.
 fn sums(ctx: &Ctx<'_>, keep: &dyn Fn(&str) -> bool) -> Result<Sums, InputError> {
+    // Canonical order (ids are unique): floating-point sums then do not depend on the order of
+    // the evidence's lists, to the last bit.
     let mut s = Sums::default();
-    for (i, eq) in ctx.ev.equipment.iter().enumerate() {
-        if keep(&eq.id) {
-            add_equipment(&mut s, ctx, i, eq)?;
+    let mut eq: Vec<(usize, &Equipment)> = ctx.ev.equipment.iter().enumerate().collect();
+    eq.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    for (i, e) in eq {
+        if keep(&e.id) {
+            add_equipment(&mut s, ctx, i, e)?;
         }
     }
     let ids: BTreeSet<&str> = ctx.ev.meters.iter().map(|m| m.id.as_str()).collect();
-    for m in &ctx.ev.meters {
+    let mut meters: Vec<&Meter> = ctx.ev.meters.iter().collect();
+    meters.sort_by(|a, b| a.id.cmp(&b.id));
+    for m in meters {
         let sub_meter = m.parent.as_deref().is_some_and(|p| ids.contains(p));
         if keep(&m.id) && !sub_meter {
             add_meter(&mut s, ctx, m);

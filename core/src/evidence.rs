@@ -422,10 +422,18 @@ impl Evidence {
                 ),
             );
         }
-        if let Some(tz) = &self.time_zone
-            && let Err(r) = crate::calendar::zone(tz)
-        {
-            errs.push("time_zone", r);
+        if let Some(tz) = &self.time_zone {
+            if let Err(r) = crate::calendar::zone(tz) {
+                errs.push("time_zone", r);
+            } else if let Some(cal) = self.calendar.as_ref().filter(|c| c.time_zone != *tz) {
+                errs.push(
+                    "time_zone",
+                    format!(
+                        "\"{tz}\" contradicts calendar.time_zone \"{}\"",
+                        cal.time_zone
+                    ),
+                );
+            }
         }
         if let Some(cal) = &self.calendar {
             cal.validate("calendar", &mut errs);
@@ -582,7 +590,7 @@ impl Evidence {
             if m.id.trim().is_empty() {
                 errs.push(format!("{p}.id"), "must not be empty");
             } else if m.id.contains('/') {
-                match (EntityPath::parse(&m.id), entity) {
+                match (EntityPath::parse_meter(&m.id), entity) {
                     (Err(r), _) => errs.push(format!("{p}.id"), r),
                     (Ok(id), Some(ent)) if !ent.contains_strictly(&id) => errs.push(
                         format!("{p}.id"),
@@ -642,6 +650,21 @@ impl Evidence {
             }
             if m.parent.as_deref() == Some(m.id.as_str()) {
                 errs.push(format!("{p}.parent"), "a meter cannot be its own parent");
+            }
+        }
+        for (i, m) in self.meters.iter().enumerate() {
+            let parent = m
+                .parent
+                .as_deref()
+                .and_then(|p| self.meters.iter().find(|o| o.id == p));
+            if let Some(parent) = parent.filter(|p| p.carrier != m.carrier) {
+                errs.push(
+                    format!("meters[{i}].parent"),
+                    format!(
+                        "a {} sub-meter cannot sit below {} meter \"{}\"",
+                        m.carrier, parent.carrier, parent.id
+                    ),
+                );
             }
         }
         // Parent chains must not loop (a loop would drop every meter in it from the totals).

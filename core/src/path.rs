@@ -42,6 +42,15 @@ pub struct EntityPath(String);
 
 impl EntityPath {
     pub fn parse(s: &str) -> Result<EntityPath, String> {
+        Self::parse_max(s, 5)
+    }
+
+    /// A meter's id: an entity path, or one segment below a machine (its own meter).
+    pub fn parse_meter(s: &str) -> Result<EntityPath, String> {
+        Self::parse_max(s, 6)
+    }
+
+    fn parse_max(s: &str, max: usize) -> Result<EntityPath, String> {
         if s.is_empty() {
             return Err("entity path must not be empty".into());
         }
@@ -54,10 +63,11 @@ impl EntityPath {
                 "entity path \"{s}\" contains white space or control characters"
             ));
         }
-        if segs.len() > 5 {
+        if segs.len() > max {
             return Err(format!(
-                "entity path \"{s}\" has {} segments; at most 5 (park/enterprise/workshop/line/equipment)",
-                segs.len()
+                "path \"{s}\" has {} segments; at most {max} (park/enterprise/workshop/line/equipment{})",
+                segs.len(),
+                if max > 5 { "/meter" } else { "" }
             ));
         }
         Ok(EntityPath(s.to_owned()))
@@ -72,8 +82,8 @@ impl EntityPath {
     }
 
     pub fn level(&self) -> Level {
-        // parse() guarantees 1..=5 segments.
-        Level::from_depth(self.depth()).unwrap_or(Level::Equipment)
+        // parse() guarantees 1..=5 segments (a meter path may have 6: it sits on a machine).
+        Level::from_depth(self.depth().min(5)).unwrap_or(Level::Equipment)
     }
 
     /// `other` lies strictly below `self`.
