@@ -1,6 +1,8 @@
 //! Bad evidence gets a clear error naming the JSON path and the reason (issue 2: at least ten
 //! kinds). Each case edits one valid document.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use serde_json::{Value, json};
 
 fn valid() -> Value {

@@ -2,6 +2,8 @@
 //! whole; OEE = Σ ideal×good / PBT; results do not depend on input order; no NaN or infinity
 //! ever leaves the engine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use jiff::Timestamp;
 use proptest::prelude::*;
 use shopfloor_core::calendar::{Calendar, Shift, split_period};
@@ -316,7 +318,8 @@ proptest! {
         let no_parts = |r: &Report| val(r, "produced_qty").unwrap_or(0.0) == 0.0;
         let no_good = |r: &Report| val(r, "good_qty").unwrap_or(0.0) == 0.0;
         let all_count = machines.iter().all(|m| !m.products.is_empty());
-        let checks: [(&str, &str, fn(&Report) -> bool, bool); 3] = [
+        type Check = (&'static str, &'static str, fn(&Report) -> bool, bool);
+        let checks: [Check; 3] = [
             ("availability", "planned_busy_time_s", |_| true, true),
             ("performance", "actual_production_time_s", no_parts, all_count),
             ("oee", "planned_busy_time_s", no_good, all_count),

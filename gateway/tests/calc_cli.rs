@@ -1,5 +1,7 @@
 //! `shopfloor-gateway calc` as a user runs it: the binary, real files, exit codes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,6 +1,8 @@
 //! Every worked evidence file under `configs/evidence/` computes exactly the values that its
 //! README documents by hand, and lists exactly the ids that apply at its level.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use shopfloor_tests::{close, expected_values, repo_root};
 
 #[test]
