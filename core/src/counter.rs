@@ -8,7 +8,7 @@
 use jiff::Timestamp;
 
 use crate::calendar::nanos;
-use crate::evidence::Counter;
+use crate::evidence::Register;
 
 /// A counter prepared once: its deltas in time order.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +32,7 @@ pub struct Attributed {
 }
 
 impl Deltas {
-    pub fn new(counter: &Counter) -> Deltas {
+    pub fn new(counter: Register<'_>) -> Deltas {
         let modulus = match (counter.width_bits, counter.rollover) {
             (Some(w), _) => Some(2f64.powi(i32::from(w))),
             (None, Some(r)) => Some(r),
@@ -42,7 +42,7 @@ impl Deltas {
             counter.readings.iter().map(|r| (r.at, r.value)).collect();
         readings.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         readings.dedup_by(|b, a| a.0 == b.0);
-        let mut reps = counter.replaced_at.clone();
+        let mut reps = counter.replaced_at.to_vec();
         reps.sort_by_key(|r| r.at);
 
         // Series of one physical device each: the old device's series ends with old_final at the
@@ -135,7 +135,7 @@ impl Deltas {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{Reading, Replacement};
+    use crate::evidence::{Counter, Reading, Replacement};
 
     fn t(min: i64) -> Timestamp {
         Timestamp::from_second(1_790_000_000 + min * 60).unwrap()
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn plain_increase() {
         // 100 → 130 → 175: 75 in (0, 20].
-        let d = Deltas::new(&counter(&[(0, 100.0), (10, 130.0), (20, 175.0)]));
+        let d = Deltas::new(counter(&[(0, 100.0), (10, 130.0), (20, 175.0)]).register());
         let a = d.attributed(t(0), t(20));
         assert_eq!(a.value, Some(75.0));
         assert_eq!(a.completeness, 1.0);
@@ -165,7 +165,7 @@ mod tests {
         // 65530 → 4 on a 16-bit register: 65536 − 65530 + 4 = 10 parts, not a reset.
         let mut c = counter(&[(0, 65_530.0), (5, 4.0), (10, 20.0)]);
         c.width_bits = Some(16);
-        let d = Deltas::new(&c);
+        let d = Deltas::new(c.register());
         assert_eq!(d.attributed(t(0), t(10)).value, Some(26.0));
         assert_eq!((d.wraps, d.resets), (1, 0));
     }
@@ -176,11 +176,11 @@ mod tests {
         // more than half the register, so it is a reset: the 12 parts counted since the reset.
         let mut c = counter(&[(0, 20_000.0), (5, 12.0)]);
         c.width_bits = Some(16);
-        let d = Deltas::new(&c);
+        let d = Deltas::new(c.register());
         assert_eq!(d.attributed(t(0), t(5)).value, Some(12.0));
         assert_eq!((d.wraps, d.resets), (0, 1));
         // Without a known width every decrease is a reset.
-        let d = Deltas::new(&counter(&[(0, 99_990.0), (5, 10.0)]));
+        let d = Deltas::new(counter(&[(0, 99_990.0), (5, 10.0)]).register());
         assert_eq!(d.attributed(t(0), t(5)).value, Some(10.0));
     }
 
@@ -189,7 +189,10 @@ mod tests {
         // A 6-digit meter wrapping at 1 000 000: 999 900 → 150 = 250 kWh.
         let mut c = counter(&[(0, 999_900.0), (15, 150.0)]);
         c.rollover = Some(1_000_000.0);
-        assert_eq!(Deltas::new(&c).attributed(t(0), t(15)).value, Some(250.0));
+        assert_eq!(
+            Deltas::new(c.register()).attributed(t(0), t(15)).value,
+            Some(250.0)
+        );
     }
 
     #[test]
@@ -202,7 +205,7 @@ mod tests {
             old_final: 5060.0,
             new_initial: 0.0,
         }];
-        let d = Deltas::new(&c);
+        let d = Deltas::new(c.register());
         assert_eq!(d.attributed(t(0), t(30)).value, Some(90.0));
         assert_eq!((d.wraps, d.resets), (0, 0));
         // Split at the replacement: 60 before, 30 after.
@@ -212,7 +215,7 @@ mod tests {
 
     #[test]
     fn attribution_is_to_the_later_reading_and_completeness_counts_coverage() {
-        let d = Deltas::new(&counter(&[(5, 0.0), (15, 10.0), (25, 30.0)]));
+        let d = Deltas::new(counter(&[(5, 0.0), (15, 10.0), (25, 30.0)]).register());
         // Window (0, 20]: base is the first reading at 5, last at 15: 10 of 20 minutes covered.
         let a = d.attributed(t(0), t(20));
         assert_eq!(a.value, Some(10.0));

@@ -221,7 +221,7 @@ fn quantity(q: &Quantity, p: Period, wraps: &mut u32, resets: &mut u32) -> (Opti
     match q {
         Quantity::Count(n) => (Some(*n as f64), 1.0),
         Quantity::Counter(c) => {
-            let d = Deltas::new(c);
+            let d = Deltas::new(c.register());
             *wraps += d.wraps;
             *resets += d.resets;
             let a = d.attributed(p.from, p.to);
@@ -237,9 +237,11 @@ fn add_equipment(
     eq: &Equipment,
 ) -> Result<(), InputError> {
     let p = ctx.ev.period;
+    let mut states = eq.states.clone();
+    timemodel::sort_states(&mut states);
     let mut b = Buckets::default();
     for w in &ctx.windows {
-        b += timemodel::buckets(&eq.states, w.start, w.end, ctx.planned.as_deref());
+        b += timemodel::buckets(&states, w.start, w.end, ctx.planned.as_deref());
     }
     s.time_all += b;
     s.equipment += 1;
@@ -307,10 +309,10 @@ fn add_meter(s: &mut Sums, ctx: &Ctx<'_>, m: &Meter) {
         return;
     };
     let factor = coefficients::unit_factor(&m.unit, &carrier.unit).unwrap_or(1.0);
-    let (qty, completeness) = match (&m.consumption, m.counter()) {
+    let (qty, completeness) = match (&m.consumption, m.register()) {
         (Some(v), _) => (Some(*v), 1.0),
-        (None, Some(c)) => {
-            let d = Deltas::new(&c);
+        (None, Some(register)) => {
+            let d = Deltas::new(register);
             s.wraps += d.wraps;
             s.resets += d.resets;
             let a = d.attributed(ctx.ev.period.from, ctx.ev.period.to);

@@ -155,6 +155,27 @@ pub struct Counter {
     pub replaced_at: Vec<Replacement>,
 }
 
+/// A borrowed view of a cumulative register, whether it is a part counter or a meter: what
+/// [`crate::counter::Deltas`] and validation work on.
+#[derive(Debug, Clone, Copy)]
+pub struct Register<'a> {
+    pub readings: &'a [Reading],
+    pub width_bits: Option<u8>,
+    pub rollover: Option<f64>,
+    pub replaced_at: &'a [Replacement],
+}
+
+impl Counter {
+    pub fn register(&self) -> Register<'_> {
+        Register {
+            readings: &self.readings,
+            width_bits: self.width_bits,
+            rollover: self.rollover,
+            replaced_at: &self.replaced_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reading {
@@ -195,13 +216,13 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// The meter's readings as a counter (no width: meters wrap at `rollover`).
-    pub fn counter(&self) -> Option<Counter> {
-        self.readings.as_ref().map(|r| Counter {
-            readings: r.clone(),
+    /// The meter's readings as a register (no width: meters wrap at `rollover`).
+    pub fn register(&self) -> Option<Register<'_>> {
+        self.readings.as_deref().map(|readings| Register {
+            readings,
             width_bits: None,
             rollover: self.rollover,
-            replaced_at: self.replaced_at.clone(),
+            replaced_at: &self.replaced_at,
         })
     }
 
@@ -555,7 +576,7 @@ impl Evidence {
                 }
                 for (name, q) in [("produced", &pr.produced), ("good", &pr.good)] {
                     if let Quantity::Counter(c) = q {
-                        c.validate(&format!("{pp}.{name}"), errs);
+                        c.register().validate(&format!("{pp}.{name}"), errs);
                     }
                 }
                 if let (Quantity::Count(prod), Quantity::Count(good)) = (&pr.produced, &pr.good)
@@ -631,8 +652,8 @@ impl Evidence {
             match (&m.consumption, &m.readings) {
                 (Some(v), None) => check_number(errs, &format!("{p}.consumption"), *v, None),
                 (None, Some(_)) => {
-                    if let Some(c) = m.counter() {
-                        c.validate(&p, errs);
+                    if let Some(r) = m.register() {
+                        r.validate(&p, errs);
                     }
                 }
                 (Some(_), Some(_)) => {
@@ -788,7 +809,7 @@ fn validate_baseline(b: &Baseline, path: &str, errs: &mut Errors) {
     }
 }
 
-impl Counter {
+impl Register<'_> {
     pub(crate) fn validate(&self, path: &str, errs: &mut Errors) {
         if let Some(w) = self.width_bits {
             if ![16, 32, 64].contains(&w) {

@@ -83,22 +83,26 @@ fn planned_overlap(a: Timestamp, b: Timestamp, planned: Option<&[Window]>) -> i1
     sum
 }
 
-/// Buckets of one machine over `[from, to)`. `states` must be validated (non-overlapping);
-/// order does not matter. `planned` are the shift windows (None: no calendar).
+/// Sorts a machine's state intervals by start, the order [`buckets`] needs. Validated
+/// intervals do not overlap, so their ends are then sorted too.
+pub fn sort_states(states: &mut [StateInterval]) {
+    states.sort_by_key(|s| (s.from, s.to));
+}
+
+/// Buckets of one machine over `[from, to)`. `states` must be validated (non-overlapping) and
+/// sorted by [`sort_states`]; the window is found by binary search, so splitting a long period
+/// into many shift windows costs one pass over the intervals, not one per window.
+/// `planned` are the shift windows (None: no calendar).
 pub fn buckets(
     states: &[StateInterval],
     from: Timestamp,
     to: Timestamp,
     planned: Option<&[Window]>,
 ) -> Buckets {
-    let mut clipped: Vec<(Timestamp, Timestamp, State)> = states
-        .iter()
-        .filter_map(|s| {
-            let (a, b) = (s.from.max(from), s.to.min(to));
-            (a < b).then_some((a, b, s.state))
-        })
-        .collect();
-    clipped.sort_by_key(|&(a, _, _)| a);
+    debug_assert!(
+        states.windows(2).all(|w| w[0].from <= w[1].from),
+        "states must be sorted"
+    );
     let mut out = Buckets::default();
     let mut put = |a: Timestamp, b: Timestamp, s: State| {
         let len = nanos(a, b);
@@ -112,12 +116,17 @@ pub fn buckets(
             }
         }
     };
+    let first = states.partition_point(|s| s.to <= from);
     let mut cursor = from;
-    for (a, b, s) in clipped {
+    for s in states[first..].iter().take_while(|s| s.from < to) {
+        let (a, b) = (s.from.max(from), s.to.min(to));
+        if a >= b {
+            continue;
+        }
         if a > cursor {
             put(cursor, a, State::Offline);
         }
-        put(a, b, s);
+        put(a, b, s.state);
         cursor = cursor.max(b);
     }
     if cursor < to {
@@ -153,6 +162,8 @@ mod tests {
             st(5.0, 5.5, State::PlannedDown),
             st(5.5, 8.0, State::Idle),
         ];
+        let mut s = s;
+        sort_states(&mut s);
         let b = buckets(&s, t(0.0), t(8.0), None);
         assert_eq!(b.producing, 3 * H);
         assert_eq!(b.setup, H / 2);
