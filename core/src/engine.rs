@@ -396,17 +396,6 @@ impl Frac {
     }
 }
 
-const ECONOMIC: &[&str] = &[
-    "energy_per_value_added",
-    "water_per_value_added",
-    "co2_per_value_added",
-    "output_per_kwh",
-    "labor_productivity",
-    "solid_waste_utilization_rate",
-    "land_output_intensity",
-    "renewable_energy_share",
-];
-
 /// Value added of a scope: the reported input, else the live estimate.
 fn value_added(s: &Sums, inputs: Option<&Inputs>) -> (Option<f64>, f64, Option<ValueAddedSource>) {
     if let Some(v) = inputs.and_then(|i| i.value_added_cny) {
@@ -422,7 +411,7 @@ fn economic_fracs(
     s: &Sums,
     inputs: Option<&Inputs>,
     years: Option<f64>,
-) -> BTreeMap<&'static str, Frac> {
+) -> [(&'static str, Frac); 8] {
     let input = |f: fn(&Inputs) -> Option<f64>| -> (Option<f64>, f64) {
         match inputs.and_then(f) {
             Some(v) => (Some(v), 1.0),
@@ -441,13 +430,10 @@ fn economic_fracs(
         (Some(e), Some(y)) => (Some(e * y), 1.0),
         _ => (None, 0.0),
     };
-    let land_km2 = match inputs.and_then(|i| i.land_area_m2) {
-        Some(a) => (Some(a / 1e6), 1.0),
-        None => (None, 0.0),
-    };
+    let land_km2 = input(|i| i.land_area_m2.map(|a| a / 1e6));
     let renewable = (s.energy_kgce().map(|_| s.kgce_renewable), energy_c);
     let kgce = (s.energy_kgce(), energy_c);
-    BTreeMap::from([
+    [
         ("energy_per_value_added", Frac::new(tce, va_wan)),
         ("water_per_value_added", Frac::new(water, va_wan)),
         ("co2_per_value_added", Frac::new(co2_t, va_wan)),
@@ -465,7 +451,7 @@ fn economic_fracs(
             Frac::new((gross.0.map(|g| g / 1e8), gross.1), land_km2),
         ),
         ("renewable_energy_share", Frac::new(renewable, kgce)),
-    ])
+    ]
 }
 
 fn change(now: Option<f64>, base: Option<f64>) -> Option<f64> {
@@ -478,8 +464,9 @@ struct Scope<'a> {
     inputs: Option<&'a Inputs>,
     baseline: Option<&'a Baseline>,
     mode: IndustryMode,
+    industry: &'a str,
     set: &'a str,
-    carriers_present: BTreeSet<String>,
+    carriers_present: &'a BTreeSet<String>,
     years: Option<f64>,
 }
 
@@ -599,7 +586,7 @@ fn scope_indicators(sc: &Scope<'_>) -> Map {
         put(&mut m, "networked", net, 1.0, set);
         put(&mut m, "nc_controlled", nc, 1.0, set);
     }
-    for id in &sc.carriers_present {
+    for id in sc.carriers_present {
         let (v, c) = s.carrier(id);
         put(&mut m, id, v, c, set);
     }
@@ -652,15 +639,11 @@ fn scope_indicators(sc: &Scope<'_>) -> Map {
             qc,
             set,
         );
-        let fr = economic_fracs(s, sc.inputs, sc.years);
-        if let Some(f) = fr.get("energy_per_value_added") {
-            put(
-                &mut m,
-                "energy_per_value_added",
-                f.value(),
-                f.completeness,
-                set,
-            );
+        for (id, f) in economic_fracs(s, sc.inputs, sc.years) {
+            // Workshops show energy per value added; the other pairs start at enterprise level.
+            if sc.level <= Level::Enterprise || id == "energy_per_value_added" {
+                put(&mut m, id, f.value(), f.completeness, set);
+            }
         }
         if sc.level <= Level::Enterprise {
             put(
@@ -670,11 +653,6 @@ fn scope_indicators(sc: &Scope<'_>) -> Map {
                 ec,
                 set,
             );
-            for id in ECONOMIC {
-                if let Some(f) = fr.get(id) {
-                    put(&mut m, id, f.value(), f.completeness, set);
-                }
-            }
             add_changes(&mut m, base, set);
         }
     }
@@ -755,189 +733,192 @@ pub fn compute(ev: &Evidence) -> Result<Report, InputError> {
         .as_deref()
         .unwrap_or(assessment::DEFAULT_INDUSTRY);
 
-    let all = sums(&ctx, &|_| true)?;
-    let (wraps, resets) = (all.wraps, all.resets);
-    let inputs = if level == Level::Park {
-        None
-    } else {
-        ev.inputs.as_ref()
-    };
-    let va_source = value_added(&all, inputs).2;
     let scope = Scope {
         level,
-        sums: all,
-        inputs,
+        sums: sums(&ctx, &|_| true)?,
+        inputs: if level == Level::Park {
+            None
+        } else {
+            ev.inputs.as_ref()
+        },
         baseline: ev.baseline.as_ref(),
         mode,
+        industry,
         set,
-        carriers_present: carriers_present.clone(),
+        carriers_present: &carriers_present,
         years,
     };
     let mut indicators = scope_indicators(&scope);
-    let mut enterprises = Vec::new();
+    let enterprises = if level == Level::Park {
+        park_rollup(&ctx, &scope, &mut indicators)?
+    } else {
+        Vec::new()
+    };
+    Ok(report(
+        &ctx,
+        ev.entity.clone(),
+        &scope,
+        indicators,
+        enterprises,
+    ))
+}
 
-    if level == Level::Park {
-        // Enterprises: the second path segment of everything in the evidence.
-        let names: BTreeSet<String> = ev
-            .equipment
-            .iter()
-            .map(|e| e.id.as_str())
-            .chain(ev.meters.iter().map(|m| m.id.as_str()))
-            .chain(ev.entities.iter().map(|e| e.id.as_str()))
-            .filter_map(|id| {
-                ancestor(id, 2)
-                    .filter(|_| id.contains('/'))
-                    .map(str::to_owned)
-            })
-            .collect();
-        let mut fracs: Vec<BTreeMap<&'static str, Frac>> = Vec::new();
-        let mut nc_rates = Vec::new();
-        let (mut kp_num, mut kp_den) = (0.0, 0.0);
-        let mut va_sum = (0.0, 0.0, 0u32);
-        for name in &names {
-            let prefix = format!("{name}/");
-            let s = sums(&ctx, &|id: &str| id.starts_with(&prefix))?;
-            let facts = ev.facts(name);
-            let e_mode = facts.and_then(|f| f.industry_mode).unwrap_or(mode);
-            let e_inputs = facts.and_then(|f| f.inputs.as_ref());
-            fracs.push(economic_fracs(&s, e_inputs, years));
-            // Weighted: machines in every mode (INDICATORS.md §5, "equipment-weighted").
-            kp_num += f64::from(s.kp_equipment_nc);
-            kp_den += f64::from(s.kp_equipment);
-            let (n, d) = s.key_process_fraction(e_mode);
-            if let Some(r) = ratio(Some(n), Some(d)) {
-                nc_rates.push(r);
-            }
-            let (va, va_c, src) = value_added(&s, e_inputs);
-            if let Some(v) = va {
-                va_sum.0 += v;
-                va_sum.1 += va_c;
-                va_sum.2 += 1;
-            }
-            let sub = Scope {
-                level: Level::Enterprise,
-                sums: s,
-                inputs: e_inputs,
-                baseline: facts.and_then(|f| f.baseline.as_ref()),
-                mode: e_mode,
-                set,
-                carriers_present: carriers_present.clone(),
-                years,
-            };
-            let mut sub_ind = scope_indicators(&sub);
-            let e_industry = facts
-                .and_then(|f| f.industry.as_deref())
-                .unwrap_or(industry);
-            enterprises.push(Report {
-                entity: name.clone(),
-                level: Level::Enterprise,
-                period,
-                engine_version: ENGINE_VERSION,
-                coefficients: record(ev, &ctx.choice),
-                value_added_source: src,
-                assessments: assessment::evaluate_all(
-                    assessment::Kind::GreenFactory,
-                    e_industry,
-                    &sub_ind,
-                ),
-                counter_wraps: sub.sums.wraps,
-                counter_resets: sub.sums.resets,
-                indicators: std::mem::take(&mut sub_ind),
-                enterprises: Vec::new(),
-            });
-        }
-        let n = names.len() as f64;
-        for id in ECONOMIC {
-            let (mut num, mut den, mut c) = (0.0, 0.0, 0.0);
-            let mut any = false;
-            for f in fracs
-                .iter()
-                .filter_map(|m| m.get(id))
-                .filter(|f| f.reporting())
-            {
-                num += f.num.unwrap_or(0.0);
-                den += f.den.unwrap_or(0.0);
-                c += f.completeness;
-                any = true;
-            }
-            let v = if any {
-                ratio(Some(num), Some(den))
-            } else {
-                None
-            };
-            put(
-                &mut indicators,
-                id,
-                v,
-                if n > 0.0 { c / n } else { 0.0 },
-                set,
-            );
-        }
-        let va = (va_sum.2 > 0).then_some(va_sum.0);
-        put(
-            &mut indicators,
-            "value_added_cny",
-            va,
-            if n > 0.0 { va_sum.1 / n } else { 0.0 },
-            set,
-        );
-        add_changes(&mut indicators, ev.baseline.as_ref(), set);
-        let mean =
-            (!nc_rates.is_empty()).then(|| nc_rates.iter().sum::<f64>() / nc_rates.len() as f64);
-        let share = if n > 0.0 {
-            nc_rates.len() as f64 / n
+/// The report of one scope: the same shape and the same assessment rule for the evidence's
+/// entity and for each enterprise of a park.
+fn report(
+    ctx: &Ctx<'_>,
+    entity: String,
+    sc: &Scope<'_>,
+    indicators: Map,
+    enterprises: Vec<Report>,
+) -> Report {
+    let kind = match sc.level {
+        Level::Workshop => Some(assessment::Kind::DigitalWorkshop),
+        Level::Enterprise => Some(assessment::Kind::GreenFactory),
+        _ => None,
+    };
+    Report {
+        entity,
+        level: sc.level,
+        period: ctx.ev.period,
+        engine_version: ENGINE_VERSION,
+        coefficients: record(ctx.ev, &ctx.choice),
+        value_added_source: if sc.level == Level::Park {
+            None
         } else {
-            0.0
+            value_added(&sc.sums, sc.inputs).2
+        },
+        assessments: kind
+            .map(|k| assessment::evaluate_all(k, sc.industry, &indicators))
+            .unwrap_or_default(),
+        counter_wraps: sc.sums.wraps,
+        counter_resets: sc.sums.resets,
+        indicators,
+        enterprises,
+    }
+}
+
+/// Enterprises of a park: the second path segment of everything in the evidence.
+fn enterprise_names(ev: &Evidence) -> BTreeSet<String> {
+    ev.equipment
+        .iter()
+        .map(|e| e.id.as_str())
+        .chain(ev.meters.iter().map(|m| m.id.as_str()))
+        .chain(ev.entities.iter().map(|e| e.id.as_str()))
+        .filter(|id| id.contains('/'))
+        .filter_map(|id| ancestor(id, 2).map(str::to_owned))
+        .collect()
+}
+
+/// Park level (docs/ENGINE.md §3.3): each enterprise's report, and the park's economic ratios as
+/// sums over the enterprises that report both sides, the NC rate as the mean of enterprise
+/// rates, the weighted NC rate and the certification counts, written into `park`.
+fn park_rollup(ctx: &Ctx<'_>, sc: &Scope<'_>, park: &mut Map) -> Result<Vec<Report>, InputError> {
+    #[derive(Default)]
+    struct Acc {
+        num: f64,
+        den: f64,
+        completeness: f64,
+        reporting: u32,
+    }
+    let set = sc.set;
+    let names = enterprise_names(ctx.ev);
+    // The pairs' ids come from the one function that defines them.
+    let mut acc: BTreeMap<&'static str, Acc> = economic_fracs(&Sums::default(), None, None)
+        .into_iter()
+        .map(|(id, _)| (id, Acc::default()))
+        .collect();
+    let mut value_added_acc = Acc::default();
+    let mut nc_rates = Vec::new();
+    let (mut kp_nc, mut kp_all) = (0u32, 0u32);
+    let mut reports = Vec::with_capacity(names.len());
+    for name in &names {
+        let prefix = format!("{name}/");
+        let facts = ctx.ev.facts(name);
+        let sub = Scope {
+            level: Level::Enterprise,
+            sums: sums(ctx, &|id: &str| id.starts_with(&prefix))?,
+            inputs: facts.and_then(|f| f.inputs.as_ref()),
+            baseline: facts.and_then(|f| f.baseline.as_ref()),
+            mode: facts.and_then(|f| f.industry_mode).unwrap_or(sc.mode),
+            industry: facts
+                .and_then(|f| f.industry.as_deref())
+                .unwrap_or(sc.industry),
+            set,
+            carriers_present: sc.carriers_present,
+            years: sc.years,
         };
-        put(&mut indicators, "key_process_nc_rate", mean, share, set);
+        for (id, f) in economic_fracs(&sub.sums, sub.inputs, sub.years) {
+            if let (Some(a), true) = (acc.get_mut(id), f.reporting()) {
+                a.num += f.num.unwrap_or(0.0);
+                a.den += f.den.unwrap_or(0.0);
+                a.completeness += f.completeness;
+                a.reporting += 1;
+            }
+        }
+        if let (Some(v), c, _) = value_added(&sub.sums, sub.inputs) {
+            value_added_acc.num += v;
+            value_added_acc.completeness += c;
+            value_added_acc.reporting += 1;
+        }
+        // Weighted: machines in every mode (INDICATORS.md §5, "equipment-weighted").
+        kp_nc += sub.sums.kp_equipment_nc;
+        kp_all += sub.sums.kp_equipment;
+        let (n, d) = sub.sums.key_process_fraction(sub.mode);
+        if let Some(r) = ratio(Some(n), Some(d)) {
+            nc_rates.push(r);
+        }
+        let indicators = scope_indicators(&sub);
+        reports.push(report(ctx, name.clone(), &sub, indicators, Vec::new()));
+    }
+    let n = names.len() as f64;
+    let share = |x: f64| if n > 0.0 { x / n } else { 0.0 };
+    for (id, a) in &acc {
+        let v = if a.reporting > 0 {
+            ratio(Some(a.num), Some(a.den))
+        } else {
+            None
+        };
+        put(park, id, v, share(a.completeness), set);
+    }
+    let va = (value_added_acc.reporting > 0).then_some(value_added_acc.num);
+    put(
+        park,
+        "value_added_cny",
+        va,
+        share(value_added_acc.completeness),
+        set,
+    );
+    add_changes(park, sc.baseline, set);
+    let mean = (!nc_rates.is_empty()).then(|| nc_rates.iter().sum::<f64>() / nc_rates.len() as f64);
+    put(
+        park,
+        "key_process_nc_rate",
+        mean,
+        share(nc_rates.len() as f64),
+        set,
+    );
+    put(
+        park,
+        "key_process_nc_rate_weighted",
+        ratio(Some(f64::from(kp_nc)), Some(f64::from(kp_all))),
+        1.0,
+        set,
+    );
+    for (id, kind) in [
+        ("digital_workshop_count", CertificationKind::DigitalWorkshop),
+        ("smart_factory_count", CertificationKind::SmartFactory),
+        ("green_factory_count", CertificationKind::GreenFactory),
+    ] {
         put(
-            &mut indicators,
-            "key_process_nc_rate_weighted",
-            ratio(Some(kp_num), Some(kp_den)),
+            park,
+            id,
+            Some(certified(ctx.ev, kind, ctx.ev.period.to) as f64),
             1.0,
             set,
         );
-        for (id, kind) in [
-            ("digital_workshop_count", CertificationKind::DigitalWorkshop),
-            ("smart_factory_count", CertificationKind::SmartFactory),
-            ("green_factory_count", CertificationKind::GreenFactory),
-        ] {
-            put(
-                &mut indicators,
-                id,
-                Some(certified(ev, kind, period.to) as f64),
-                1.0,
-                set,
-            );
-        }
     }
-
-    let assessments = match level {
-        Level::Workshop => {
-            assessment::evaluate_all(assessment::Kind::DigitalWorkshop, industry, &indicators)
-        }
-        Level::Enterprise => {
-            assessment::evaluate_all(assessment::Kind::GreenFactory, industry, &indicators)
-        }
-        _ => Vec::new(),
-    };
-    Ok(Report {
-        entity: ev.entity.clone(),
-        level,
-        period,
-        engine_version: ENGINE_VERSION,
-        coefficients: record(ev, &ctx.choice),
-        value_added_source: if level == Level::Park {
-            None
-        } else {
-            va_source
-        },
-        indicators,
-        counter_wraps: wraps,
-        counter_resets: resets,
-        assessments,
-        enterprises,
-    })
+    Ok(reports)
 }
 
 /// Entities holding a certification of `kind` in force at `at`.
