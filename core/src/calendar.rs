@@ -10,6 +10,9 @@ use crate::error::Errors;
 
 pub const DEFAULT_ZONE: &str = "Asia/Shanghai";
 
+/// Shifts a calendar may define per day (bounds the windows a period splits into).
+pub const MAX_SHIFTS: usize = 32;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calendar {
@@ -112,6 +115,14 @@ impl Calendar {
             errs.push(
                 format!("{path}.shifts"),
                 "a calendar needs at least one shift",
+            );
+        } else if self.shifts.len() > MAX_SHIFTS {
+            errs.push(
+                format!("{path}.shifts"),
+                format!(
+                    "at most {MAX_SHIFTS} shifts a day, got {}",
+                    self.shifts.len()
+                ),
             );
         }
         for (i, s) in self.shifts.iter().enumerate() {

@@ -18,6 +18,12 @@ use crate::path::{EntityPath, Level};
 
 pub const SCHEMA: &str = "shopfloor.evidence/1";
 
+/// The longest period one evidence file may cover. It bounds the work (a shift calendar makes a
+/// window per shift and day) so that no file or API query can exhaust the machine; ten years
+/// hold a five-year plan with its baseline.
+pub const MAX_PERIOD_DAYS: i64 = 3_653;
+const MAX_PERIOD_S: f64 = (MAX_PERIOD_DAYS * 86_400) as f64;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Evidence {
@@ -440,6 +446,13 @@ impl Evidence {
                 format!(
                     "must be after period.from ({} ≤ {})",
                     self.period.to, self.period.from
+                ),
+            );
+        } else if crate::calendar::secs(self.period.from, self.period.to) > MAX_PERIOD_S {
+            errs.push(
+                "period.to",
+                format!(
+                    "a period spans at most {MAX_PERIOD_DAYS} days (10 years); split a longer span into periods and roll them up"
                 ),
             );
         }

@@ -248,6 +248,35 @@ fn every_kind_of_bad_input_names_its_path_and_reason() {
         ),
     ];
     assert!(cases.len() >= 10);
+    // Bounded work: no evidence may make the engine build millions of shift windows.
+    let bounded: &[(&str, Edit, &str, &str)] = &[
+        (
+            "period of ten thousand years",
+            |v| v["period"]["from"] = json!("0001-01-01T00:00:00Z"),
+            "period.to",
+            "a period spans at most 3653 days",
+        ),
+        (
+            "hundreds of shifts a day",
+            |v| {
+                let shifts: Vec<Value> = (0..100)
+                    .map(|i| json!({"name": format!("s{i}"), "start": "08:00", "end": "09:00"}))
+                    .collect();
+                v["calendar"] = json!({"shifts": shifts});
+            },
+            "calendar.shifts",
+            "at most 32 shifts a day",
+        ),
+    ];
+    for (name, edit, path, reason) in bounded {
+        expect(name, &errors(edit), path, reason);
+    }
+    // Ten years exactly is still fine.
+    assert_eq!(
+        errors(|v| v["period"] =
+            json!({"from": "2016-01-01T00:00:00+08:00", "to": "2026-01-01T00:00:00+08:00"})),
+        Vec::<String>::new()
+    );
     for (name, edit, path, reason) in cases {
         let got = errors(edit);
         expect(name, &got, path, reason);
