@@ -1,0 +1,1 @@
+//! OPC UA simulator (in progress).
