@@ -1,22 +1,43 @@
-//! `shopfloor-agent`: the edge agent. This build carries the shared indicator engine; device
-//! acquisition (`run`, `check`, `probe`, `browse`) arrives with issues 3 and 4.
+//! `shopfloor-agent`: the edge agent. This build carries the shared indicator engine and the
+//! plant engineer's diagnostics (`probe modbus`, `browse opcua`); `run` and `check` arrive with
+//! issue 4.
+
+mod diag;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "shopfloor-agent",
     version,
     about = "Shopfloor edge agent",
-    long_about = "Shopfloor edge agent. This build has no acquisition commands yet: it prints its version and the engine it carries.",
+    long_about = "Shopfloor edge agent: reads machines and meters over Modbus and OPC UA.\n\
+                  Diagnostics: `probe modbus` reads registers once and decodes them; \
+                  `browse opcua` prints a server's node tree.",
     arg_required_else_help = true
 )]
 struct Cli {
     /// Print the indicator engine version and the coefficient sets compiled in.
     #[arg(long)]
     engine: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read registers or bits once and print every decoded value.
+    Probe {
+        #[command(subcommand)]
+        protocol: diag::ProbeProtocol,
+    },
+    /// Print an OPC UA server's node tree with node ids, browse names and values.
+    Browse {
+        #[command(subcommand)]
+        protocol: diag::BrowseProtocol,
+    },
 }
 
 fn main() -> ExitCode {
@@ -28,6 +49,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     if cli.engine {
         println!(
             "engine {} · energy sets: {} · CO2 sets: {}",
@@ -36,5 +64,9 @@ fn main() -> ExitCode {
             shopfloor_core::coefficients::co2_set_ids().join(", ")
         );
     }
-    ExitCode::SUCCESS
+    match cli.command {
+        None => ExitCode::SUCCESS,
+        Some(Command::Probe { protocol }) => diag::probe(protocol),
+        Some(Command::Browse { protocol }) => diag::browse(protocol),
+    }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use shopfloor_devices::codec::{DataType, Value};
-use shopfloor_devices::signals::StateModel;
+use shopfloor_devices::signals::{RawState, StateModel};
 use shopfloor_devices::{Protocol, Template};
 
 use crate::scenario::{DeviceSpec, MachineScript, SimState};
@@ -166,13 +166,22 @@ impl Device {
                 put("planned_down", Value::Bool(s == SimState::PlannedDown));
             }
             StateModel::StackLight => {
-                put("green", Value::Bool(s == SimState::Producing));
-                put(
-                    "yellow",
-                    Value::Bool(matches!(s, SimState::Setup | SimState::Stopped)),
-                );
-                put("red", Value::Bool(s == SimState::Alarm));
-                put("blue", Value::Bool(s == SimState::PlannedDown));
+                // Light the lamps whose configured meaning is the machine's state (the rules'
+                // colour table, IEC 60204-1 defaults); no lamp for a state means all dark.
+                let raw = match s {
+                    SimState::Producing => RawState::Producing,
+                    SimState::Setup => RawState::Setup,
+                    SimState::Alarm => RawState::Alarm,
+                    SimState::Stopped => RawState::Stopped,
+                    SimState::PlannedDown => RawState::PlannedDown,
+                    SimState::Off => RawState::Off,
+                };
+                let mut lit = false;
+                for colour in ["green", "yellow", "red", "blue"] {
+                    let on = !lit && rules.colour_meaning(colour) == Some(raw);
+                    lit |= on;
+                    put(colour, Value::Bool(on));
+                }
             }
             StateModel::Machinery => {
                 // OPC 40001-1: item state NotAvailable 0, OutOfService 1, NotExecuting 2,
