@@ -158,10 +158,10 @@ fn last_values(
 ) -> HashMap<String, Result<Value, String>> {
     let mut m = HashMap::new();
     for (_, e) in events {
-        if let Event::Sample(s) = e {
-            if &*s.device == device {
-                m.insert(s.point.to_string(), s.value.clone());
-            }
+        if let Event::Sample(s) = e
+            && &*s.device == device
+        {
+            m.insert(s.point.to_string(), s.value.clone());
         }
     }
     m

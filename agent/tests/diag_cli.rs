@@ -126,3 +126,50 @@ async fn probe_of_an_unreachable_device_fails_with_exit_1() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_prints_the_node_tree_of_a_machine_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name = \"t\"\n[[opcua]]\nname = \"ua\"\nlisten = \"127.0.0.1:0\"\n\
+                [[device]]\nname = \"mt-01\"\ntemplate = \"cnc-opcua-machinetool\"\nserver = \"ua\"\n\
+                [device.machine]\ncycle_s = 10\nphases = [{ state = \"producing\", for_s = 600 }]\n";
+    let loaded = Scenario::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+    let plant = Plant::start(
+        loaded,
+        StartOptions {
+            pki_dir: Some(dir.path().join("server")),
+        },
+    )
+    .await
+    .unwrap();
+    let endpoint = plant.opcua_endpoint("ua").unwrap();
+    let pki = dir.path().join("client").display().to_string();
+    let (code, out, err) = run(vec![
+        "browse".into(),
+        "opcua".into(),
+        "--endpoint".into(),
+        endpoint.clone(),
+        "--depth".into(),
+        "6".into(),
+        "--pki-dir".into(),
+        pki,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("opcua {endpoint}")), "{out}");
+    assert!(out.contains("mt-01"), "{out}");
+    assert!(
+        out.contains("MachineryItemState") || out.contains("Monitoring"),
+        "{out}"
+    );
+    // Executing (3) while producing, shown as a variable value.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("[Variable]") && l.contains(" = ")),
+        "{out}"
+    );
+    plant.stop().await;
+    let (code, _, err) = run(args("browse opcua --endpoint http://example")).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("opc.tcp://"), "{err}");
+}

@@ -51,6 +51,8 @@ pub struct Plant {
     pub rtu: Vec<(String, String)>,
     /// OPC UA servers: name → endpoint URL.
     pub opcua: Vec<(String, String)>,
+    /// OPC UA devices: name → node id of the device's root object (the agent's `root`).
+    pub opcua_roots: Vec<(String, String)>,
     modbus: Vec<modbus::Running>,
     opcua_servers: Vec<ua_glue::UaServer>,
     stop_tick: watch::Sender<bool>,
@@ -134,6 +136,7 @@ impl Plant {
         }
         let mut opcua_servers = Vec::new();
         let mut opcua_eps = Vec::new();
+        let mut opcua_roots = Vec::new();
         for s in &scenario.opcua {
             let server_devices: Vec<Arc<Device>> = devices
                 .iter()
@@ -147,6 +150,11 @@ impl Plant {
                     reason: e.to_string(),
                 })?;
             opcua_eps.push((s.name.clone(), sim.endpoint()));
+            for d in &server_devices {
+                if let Some(root) = sim.root_node(&d.spec.name) {
+                    opcua_roots.push((d.spec.name.clone(), root));
+                }
+            }
             opcua_servers.push(sim);
         }
         let (stop_tick, mut stop_rx) = watch::channel(false);
@@ -173,6 +181,7 @@ impl Plant {
             tcp,
             rtu,
             opcua: opcua_eps,
+            opcua_roots,
             modbus: running,
             opcua_servers,
             stop_tick,
