@@ -112,3 +112,75 @@ pub struct OpcuaPoint {
     pub offset: f64,
     pub unit: Option<String>,
 }
+
+/// The base OPC UA namespace, always index 0.
+pub const UA_NAMESPACE: &str = "http://opcfoundation.org/UA/";
+
+/// One segment of a browse path: namespace URI (`None`: the base namespace) and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub uri: Option<String>,
+    pub name: String,
+}
+
+/// Splits `A/B/C` into segments. A segment is `Name` (in `default_ns`, or the base namespace
+/// when there is none) or `<uri>#Name`. URIs contain `/` themselves, so a segment that starts
+/// with a URI scheme (`http:`, `urn:`, …) runs to its `#` before the next `/` is looked for;
+/// the URI may also be written in angle brackets, `<http://…/>#Name`.
+pub fn parse_path(path: &str, default_ns: Option<&str>) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut rest = path.trim().trim_start_matches('/');
+    while !rest.is_empty() {
+        let (uri, after_uri) = if let Some(r) = rest.strip_prefix('<') {
+            let end = r.find(">#").ok_or_else(|| {
+                format!("browse path `{path}`: `<uri>` must be followed by `#Name`")
+            })?;
+            (Some(r[..end].to_string()), &r[end + 2..])
+        } else if starts_with_scheme(rest) && rest.contains('#') {
+            let hash = rest.find('#').unwrap_or(0);
+            (Some(rest[..hash].to_string()), &rest[hash + 1..])
+        } else {
+            (None, rest)
+        };
+        let end = after_uri.find('/').unwrap_or(after_uri.len());
+        let name = after_uri[..end].trim();
+        if name.is_empty() {
+            return Err(format!("browse path `{path}`: empty segment"));
+        }
+        let uri = match uri {
+            Some(u) if u.is_empty() => {
+                return Err(format!(
+                    "browse path `{path}`: empty namespace URI before `#{name}`"
+                ));
+            }
+            Some(u) => Some(u),
+            None => default_ns.map(str::to_string),
+        };
+        let uri = uri.filter(|u| u != UA_NAMESPACE);
+        out.push(Segment {
+            uri,
+            name: name.to_string(),
+        });
+        rest = after_uri[end..].trim_start_matches('/');
+    }
+    if out.is_empty() {
+        return Err(format!("browse path `{path}` is empty"));
+    }
+    Ok(out)
+}
+
+/// `scheme:` at the start, as in RFC 3986 (letters, digits, `+ - .`, starting with a letter).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some(colon) = s.find(':') else {
+        return false;
+    };
+    let scheme = &s[..colon];
+    scheme.len() > 1
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}

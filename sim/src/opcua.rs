@@ -46,7 +46,7 @@ use crate::signals::{Fault, Signals};
 
 /// Namespace of the simulator's own nodes (device objects, path-created nodes).
 pub const SIM_NAMESPACE: &str = "urn:shopfloor:sim";
-const UA_NAMESPACE: &str = "http://opcfoundation.org/UA/";
+use shopfloor_devices::point::{UA_NAMESPACE, parse_path};
 /// How often a device task looks at its fault mode (fault changes do not wake it).
 const FAULT_POLL: Duration = Duration::from_millis(100);
 const GARBAGE: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
@@ -184,65 +184,6 @@ impl NodeSetImport for Namespaces {
     ) -> Box<dyn Iterator<Item = ImportedItem> + 'a> {
         Box::new(std::iter::empty())
     }
-}
-
-/// A path segment: namespace URI (`None`: namespace 0) and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Segment {
-    uri: Option<String>,
-    name: String,
-}
-
-/// The same syntax the agent reads (`shopfloor_acquire::opcua`): `Name` or `<uri>#Name`
-/// (also `<<uri>>#Name`), separated by `/`; a URI may contain `/`.
-fn parse_path(path: &str, default_ns: Option<&str>) -> Result<Vec<Segment>, String> {
-    let mut out = Vec::new();
-    let mut rest = path.trim().trim_start_matches('/');
-    while !rest.is_empty() {
-        let (uri, after) = if let Some(r) = rest.strip_prefix('<') {
-            let end = r.find(">#").ok_or_else(|| {
-                format!("browse path `{path}`: `<uri>` must be followed by `#Name`")
-            })?;
-            (Some(r[..end].to_string()), &r[end + 2..])
-        } else if starts_with_scheme(rest) && rest.contains('#') {
-            let hash = rest.find('#').unwrap_or(0);
-            (Some(rest[..hash].to_string()), &rest[hash + 1..])
-        } else {
-            (None, rest)
-        };
-        let end = after.find('/').unwrap_or(after.len());
-        let name = after[..end].trim();
-        if name.is_empty() {
-            return Err(format!("browse path `{path}`: empty segment"));
-        }
-        let uri = uri
-            .or_else(|| default_ns.map(str::to_string))
-            .filter(|u| u != UA_NAMESPACE);
-        out.push(Segment {
-            uri,
-            name: name.to_string(),
-        });
-        rest = after[end..].trim_start_matches('/');
-    }
-    if out.is_empty() {
-        return Err(format!("browse path `{path}` is empty"));
-    }
-    Ok(out)
-}
-
-fn starts_with_scheme(s: &str) -> bool {
-    let Some(colon) = s.find(':') else {
-        return false;
-    };
-    let scheme = &s[..colon];
-    scheme.len() > 1
-        && scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// `nsu=<uri>;<id>` → (uri, id).
@@ -693,6 +634,7 @@ async fn update_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shopfloor_devices::point::Segment;
 
     #[test]
     fn paths_match_the_agent_syntax() {
