@@ -132,7 +132,8 @@ async fn a_scripted_cnc_becomes_state_intervals_and_part_counts() {
 }
 
 fn plant_machine() -> shopfloor_sim::scenario::MachineScript {
-    use shopfloor_sim::scenario::{MachineScript, Phase, SimState};
+    use shopfloor_devices::signals::RawState;
+    use shopfloor_sim::scenario::{MachineScript, Phase};
     let p = |state, for_s| Phase {
         state,
         for_s,
@@ -143,12 +144,12 @@ fn plant_machine() -> shopfloor_sim::scenario::MachineScript {
         scrap_every: 5,
         counter_start: 0,
         phases: vec![
-            p(SimState::Producing, 120.0),
-            p(SimState::Alarm, 30.0),
-            p(SimState::Stopped, 60.0),
-            p(SimState::Setup, 60.0),
-            p(SimState::Stopped, 240.0),
-            p(SimState::Producing, 600.0),
+            p(RawState::Producing, 120.0),
+            p(RawState::Alarm, 30.0),
+            p(RawState::Stopped, 60.0),
+            p(RawState::Setup, 60.0),
+            p(RawState::Stopped, 240.0),
+            p(RawState::Producing, 600.0),
         ],
     }
 }

@@ -82,6 +82,10 @@ fn all_types_values() -> BTreeMap<String, Value> {
     v
 }
 
+/// One all-types device behind a Modbus TCP server `gw`; holes read as zero.
+const ONE_TCP_DEVICE: &str = "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n\
+    [[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n";
+
 async fn start(dir: &Path, scenario: &str) -> Plant {
     std::fs::write(dir.join("all-types.toml"), all_types_template()).unwrap();
     let text = format!("templates = [\"all-types.toml\"]\n{scenario}");
@@ -177,6 +181,17 @@ fn last_values(
     m
 }
 
+/// The good values of one point, in order.
+fn ok_values<'a>(events: &'a [(Instant, Event)], point: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Sample(s) if &*s.point == point => s.value.as_ref().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 fn requests(events: &[(Instant, Event)], device: &str, outcome: Outcome) -> usize {
     events
         .iter()
@@ -187,11 +202,7 @@ fn requests(events: &[(Instant, Event)], device: &str, outcome: Outcome) -> usiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_and_byte_order_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
-    let plant = start(
-        dir.path(),
-        "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n[[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n",
-    )
-    .await;
+    let plant = start(dir.path(), ONE_TCP_DEVICE).await;
     let expected = all_types_values();
     let sig = plant.signals("dev").unwrap();
     for (k, v) in &expected {
@@ -220,11 +231,7 @@ async fn every_type_and_byte_order_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_puts_the_planned_number_of_requests_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let plant = start(
-        dir.path(),
-        "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n[[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n",
-    )
-    .await;
+    let plant = start(dir.path(), ONE_TCP_DEVICE).await;
     let cfg = device(&plant, "dev", 1, 50);
     let planned = plan::plan(&cfg.device.points, &cfg.device.limits, &Learned::default());
     let naive = plan::plan_per_point(&cfg.device.points).len();
@@ -387,11 +394,7 @@ async fn a_dead_unit_behind_a_gateway_leaves_the_others_on_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_reply_after_a_timeout_never_poisons_later_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let plant = start(
-        dir.path(),
-        "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n[[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n",
-    )
-    .await;
+    let plant = start(dir.path(), ONE_TCP_DEVICE).await;
     let sig = plant.signals("dev").unwrap();
     sig.set("u16_ABCD", Value::UInt(1111));
     sig.set_response_delay_ms(300);
@@ -406,13 +409,7 @@ async fn a_late_reply_after_a_timeout_never_poisons_later_reads() {
     sig.set_response_delay_ms(0);
     let fast = bus.collect(Duration::from_millis(1500)).await;
     bus.shutdown().await;
-    let samples: Vec<&Value> = fast
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Sample(s) if &*s.point == "u16_ABCD" => s.value.as_ref().ok(),
-            _ => None,
-        })
-        .collect();
+    let samples = ok_values(&fast, "u16_ABCD");
     assert!(samples.len() >= 5, "reads resumed: {}", samples.len());
     assert!(
         samples.iter().all(|v| **v == Value::UInt(2222)),
@@ -430,11 +427,7 @@ async fn a_late_reply_after_a_timeout_never_poisons_later_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceptions_and_garbage_are_reported_and_survived() {
     let dir = tempfile::tempdir().unwrap();
-    let plant = start(
-        dir.path(),
-        "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n[[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n",
-    )
-    .await;
+    let plant = start(dir.path(), ONE_TCP_DEVICE).await;
     let sig = plant.signals("dev").unwrap();
     sig.set("u16_ABCD", Value::UInt(7));
     let mut bus = spawn_bus(
@@ -527,11 +520,7 @@ async fn probe_decodes_what_the_engineer_asks_for() {
     use shopfloor_acquire::modbus::probe::{ProbeRequest, probe};
     use shopfloor_devices::{DataType, Order, Table};
     let dir = tempfile::tempdir().unwrap();
-    let plant = start(
-        dir.path(),
-        "name = \"t\"\n[[modbus_tcp]]\nname = \"gw\"\nlisten = \"127.0.0.1:0\"\n[[device]]\nname = \"dev\"\ntemplate = \"all-types\"\nserver = \"gw\"\nholes = \"zero\"\n",
-    )
-    .await;
+    let plant = start(dir.path(), ONE_TCP_DEVICE).await;
     let sig = plant.signals("dev").unwrap();
     sig.set("f32_CDAB", Value::Float(42.5));
     // f32_CDAB is the 14th point: 4×(1+2) + 4×(1+2) + 4×(2+2)... compute from the template.
@@ -594,13 +583,7 @@ async fn a_late_reply_on_a_serial_line_is_drained_not_taken_for_the_next_answer(
     sig.set_response_delay_ms(0);
     let fast = bus.collect(Duration::from_millis(1500)).await;
     bus.shutdown().await;
-    let values: Vec<&Value> = fast
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Sample(s) => s.value.as_ref().ok(),
-            _ => None,
-        })
-        .collect();
+    let values = ok_values(&fast, "u16_ABCD");
     assert!(values.len() >= 5, "reads resumed: {values:?}");
     assert!(
         values.iter().all(|v| **v == Value::UInt(2222)),

@@ -178,6 +178,22 @@ pub struct PointDef {
 }
 
 impl PointDef {
+    /// `raw × scale + offset`, checked: scale finite and non-zero, offset finite.
+    fn scale_offset(&self, i: usize) -> Result<(f64, f64), TemplateError> {
+        let scale = self.scale.unwrap_or(1.0);
+        let offset = self.offset.unwrap_or(0.0);
+        if !scale.is_finite() || scale == 0.0 {
+            return Err(err(
+                format!("point[{i}].scale"),
+                "must be a finite, non-zero number",
+            ));
+        }
+        if !offset.is_finite() {
+            return Err(err(format!("point[{i}].offset"), "must be finite"));
+        }
+        Ok((scale, offset))
+    }
+
     /// Fields of `o` that are set replace this point's.
     fn merge(&mut self, o: &PointDef) {
         macro_rules! take {
@@ -355,6 +371,9 @@ impl Template {
         let mut points = self.points.clone();
         let mut seen = BTreeSet::new();
         for (i, p) in points.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(err(format!("point[{i}].name"), "must not be empty"));
+            }
             if !seen.insert(p.name.clone()) {
                 return Err(err(
                     format!("point[{i}].name"),
@@ -363,6 +382,12 @@ impl Template {
             }
         }
         for (i, ov) in o.points.iter().enumerate() {
+            if ov.name.is_empty() {
+                return Err(err(
+                    format!("overrides.point[{i}].name"),
+                    "must not be empty",
+                ));
+            }
             match points.iter().position(|p| p.name == ov.name) {
                 Some(k) if ov.remove => {
                     points.remove(k);
@@ -420,9 +445,6 @@ impl Template {
         let mut points = Vec::with_capacity(defs.len());
         for (i, p) in defs.iter().enumerate() {
             let at = |f: &str| format!("point[{i}].{f}");
-            if p.name.is_empty() {
-                return Err(err(at("name"), "must not be empty"));
-            }
             if p.node.is_some() || p.path.is_some() {
                 return Err(err(at("node"), "OPC UA fields in a Modbus point"));
             }
@@ -458,14 +480,7 @@ impl Template {
                 string_layout: p.string_layout.unwrap_or_default(),
             };
             layout.validate().map_err(|r| err(at("type"), r))?;
-            let scale = p.scale.unwrap_or(1.0);
-            let offset = p.offset.unwrap_or(0.0);
-            if !scale.is_finite() || scale == 0.0 {
-                return Err(err(at("scale"), "must be a finite, non-zero number"));
-            }
-            if !offset.is_finite() {
-                return Err(err(at("offset"), "must be finite"));
-            }
+            let (scale, offset) = p.scale_offset(i)?;
             points.push(ModbusPoint {
                 name: p.name.clone(),
                 layout,
@@ -491,9 +506,6 @@ impl Template {
         let mut points = Vec::with_capacity(defs.len());
         for (i, p) in defs.iter().enumerate() {
             let at = |f: &str| format!("point[{i}].{f}");
-            if p.name.is_empty() {
-                return Err(err(at("name"), "must not be empty"));
-            }
             if p.table.is_some() || p.address.is_some() {
                 return Err(err(at("table"), "Modbus fields in an OPC UA point"));
             }
@@ -524,14 +536,7 @@ impl Template {
                 }
                 _ => {}
             }
-            let scale = p.scale.unwrap_or(1.0);
-            let offset = p.offset.unwrap_or(0.0);
-            if !scale.is_finite() || scale == 0.0 {
-                return Err(err(at("scale"), "must be a finite, non-zero number"));
-            }
-            if !offset.is_finite() {
-                return Err(err(at("offset"), "must be finite"));
-            }
+            let (scale, offset) = p.scale_offset(i)?;
             points.push(OpcuaPoint {
                 name: p.name.clone(),
                 node,

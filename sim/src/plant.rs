@@ -9,13 +9,13 @@ use shopfloor_devices::codec::{DataType, Value};
 use shopfloor_devices::signals::{RawState, StateModel};
 use shopfloor_devices::{Protocol, Template};
 
-use crate::scenario::{DeviceSpec, MachineScript, SimState};
+use crate::scenario::{DeviceSpec, MachineScript};
 use crate::signals::{Fault, Signals};
 
 /// A machine's position in its program at time `t`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MachineAt {
-    pub state: SimState,
+    pub state: RawState,
     pub alarm_code: u32,
     /// Parts completed since t = 0.
     pub parts: u64,
@@ -30,32 +30,32 @@ pub fn machine_at(m: &MachineScript, t: f64) -> MachineAt {
     let producing_per_round: f64 = m
         .phases
         .iter()
-        .filter(|p| p.state == SimState::Producing)
+        .filter(|p| p.state == RawState::Producing)
         .map(|p| p.for_s)
         .sum();
     let t = t.max(0.0);
     let rounds = (t / round).floor();
     let mut within = t - rounds * round;
     let mut producing_s = rounds * producing_per_round;
-    let mut state = m.phases.first().map_or(SimState::Off, |p| p.state);
+    let mut state = m.phases.first().map_or(RawState::Off, |p| p.state);
     let mut alarm_code = 0;
     for p in &m.phases {
         state = p.state;
         alarm_code = p.alarm_code.unwrap_or(0);
         if within < p.for_s {
-            if p.state == SimState::Producing {
+            if p.state == RawState::Producing {
                 producing_s += within;
             }
             break;
         }
-        if p.state == SimState::Producing {
+        if p.state == RawState::Producing {
             producing_s += p.for_s;
         }
         within -= p.for_s;
     }
     let parts = (producing_s / m.cycle_s).floor() as u64;
     let scrap = parts.checked_div(m.scrap_every).unwrap_or(0);
-    if state != SimState::Alarm {
+    if state != RawState::Alarm {
         alarm_code = 0;
     } else if alarm_code == 0 {
         alarm_code = 1;
@@ -160,25 +160,17 @@ impl Device {
         };
         match rules.model {
             StateModel::RunAlarm => {
-                put("run", Value::Bool(s == SimState::Producing));
+                put("run", Value::Bool(s == RawState::Producing));
                 put("alarm", Value::UInt(u64::from(at.alarm_code)));
-                put("setup", Value::Bool(s == SimState::Setup));
-                put("planned_down", Value::Bool(s == SimState::PlannedDown));
+                put("setup", Value::Bool(s == RawState::Setup));
+                put("planned_down", Value::Bool(s == RawState::PlannedDown));
             }
             StateModel::StackLight => {
                 // Light the lamps whose configured meaning is the machine's state (the rules'
                 // colour table, IEC 60204-1 defaults); no lamp for a state means all dark.
-                let raw = match s {
-                    SimState::Producing => RawState::Producing,
-                    SimState::Setup => RawState::Setup,
-                    SimState::Alarm => RawState::Alarm,
-                    SimState::Stopped => RawState::Stopped,
-                    SimState::PlannedDown => RawState::PlannedDown,
-                    SimState::Off => RawState::Off,
-                };
                 let mut lit = false;
                 for colour in ["green", "yellow", "red", "blue"] {
-                    let on = !lit && rules.colour_meaning(colour) == Some(raw);
+                    let on = !lit && rules.colour_meaning(colour) == Some(s);
                     lit |= on;
                     put(colour, Value::Bool(on));
                 }
@@ -187,24 +179,24 @@ impl Device {
                 // OPC 40001-1: item state NotAvailable 0, OutOfService 1, NotExecuting 2,
                 // Executing 3; operation mode None 0, Maintenance 1, Setup 2, Processing 3.
                 let (item, mode) = match s {
-                    SimState::Producing => (3, 3),
-                    SimState::Setup => (3, 2),
-                    SimState::Alarm => (1, 3),
-                    SimState::Stopped => (2, 3),
-                    SimState::PlannedDown => (2, 1),
-                    SimState::Off => (0, 0),
+                    RawState::Producing => (3, 3),
+                    RawState::Setup => (3, 2),
+                    RawState::Alarm => (1, 3),
+                    RawState::Stopped => (2, 3),
+                    RawState::PlannedDown => (2, 1),
+                    RawState::Off => (0, 0),
                 };
                 put("item_state", Value::UInt(item));
                 put("operation_mode", Value::UInt(mode));
             }
             StateModel::Robot => {
                 // OPC 40010-1 OperationalMode: MANUAL_REDUCED_SPEED 1, AUTOMATIC 3.
-                let mode = if s == SimState::Setup { 1 } else { 3 };
+                let mode = if s == RawState::Setup { 1 } else { 3 };
                 put("operational_mode", Value::Int(mode));
                 put("emergency_stop", Value::Bool(false));
-                put("protective_stop", Value::Bool(s == SimState::Alarm));
-                put("task_running", Value::Bool(s == SimState::Producing));
-                put("in_motion", Value::Bool(s == SimState::Producing));
+                put("protective_stop", Value::Bool(s == RawState::Alarm));
+                put("task_running", Value::Bool(s == RawState::Producing));
+                put("in_motion", Value::Bool(s == RawState::Producing));
             }
         }
     }
@@ -248,23 +240,23 @@ mod tests {
             counter_start: 0,
             phases: vec![
                 Phase {
-                    state: SimState::Producing,
+                    state: RawState::Producing,
                     for_s: 100.0,
                     alarm_code: None,
                 },
                 Phase {
-                    state: SimState::Alarm,
+                    state: RawState::Alarm,
                     for_s: 20.0,
                     alarm_code: Some(17),
                 },
             ],
         };
         let a = machine_at(&m, 55.0);
-        assert_eq!((a.state, a.parts, a.scrap), (SimState::Producing, 5, 1));
+        assert_eq!((a.state, a.parts, a.scrap), (RawState::Producing, 5, 1));
         let a = machine_at(&m, 110.0);
-        assert_eq!((a.state, a.alarm_code, a.parts), (SimState::Alarm, 17, 10));
+        assert_eq!((a.state, a.alarm_code, a.parts), (RawState::Alarm, 17, 10));
         // Second round: 100 s + 30 s producing.
         let a = machine_at(&m, 150.0);
-        assert_eq!((a.state, a.parts, a.scrap), (SimState::Producing, 13, 3));
+        assert_eq!((a.state, a.parts, a.scrap), (RawState::Producing, 13, 3));
     }
 }

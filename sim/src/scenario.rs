@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use shopfloor_devices::Template;
+use shopfloor_devices::signals::RawState;
 
 use crate::modbus::Holes;
 use crate::signals::Fault;
@@ -139,25 +140,12 @@ fn d_cycle() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
-    pub state: SimState,
+    /// What the machine does: the same raw states the agent's rules classify into.
+    pub state: RawState,
     pub for_s: f64,
     /// Alarm number shown while in `alarm`.
     #[serde(default)]
     pub alarm_code: Option<u32>,
-}
-
-/// What a simulated machine is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SimState {
-    Producing,
-    Setup,
-    Alarm,
-    /// Waiting with no alarm (idle, or a micro-stop when short).
-    Stopped,
-    PlannedDown,
-    /// Switched off (still answering: the controller's state says so).
-    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -502,10 +502,46 @@ impl DeviceLoop {
         create: &[(usize, NodeId)],
     ) -> Result<(), OpcuaError> {
         let mut unfiltered = Vec::new();
-        for chunk in create.chunks(ITEMS_PER_REQUEST) {
+        for (i, node, status) in self.create_batch(session, sub_id, create, true).await? {
+            let filter_refused = [
+                StatusCode::BadFilterNotAllowed,
+                StatusCode::BadMonitoredItemFilterUnsupported,
+                StatusCode::BadMonitoredItemFilterInvalid,
+                StatusCode::BadDeadbandFilterInvalid,
+            ]
+            .contains(&status);
+            if filter_refused && self.dev.points[i].deadband != Deadband::None {
+                // A deadband is an optimisation: without it the point still works, only
+                // with more traffic (percent deadbands need an EURange many servers lack).
+                tracing::warn!(device = %self.device, point = %self.points[i].name, %status, "deadband refused; subscribing without it");
+                unfiltered.push((i, node));
+            } else {
+                self.error_sample(i, item_error(&node, status));
+            }
+        }
+        for (i, node, status) in self
+            .create_batch(session, sub_id, &unfiltered, false)
+            .await?
+        {
+            self.error_sample(i, item_error(&node, status));
+        }
+        Ok(())
+    }
+
+    /// Creates monitored items in requests of at most `ITEMS_PER_REQUEST`; returns the items
+    /// the server refused, with its status.
+    async fn create_batch(
+        &self,
+        session: &Arc<Session>,
+        sub_id: u32,
+        items: &[(usize, NodeId)],
+        with_filter: bool,
+    ) -> Result<Vec<(usize, NodeId, StatusCode)>, OpcuaError> {
+        let mut refused = Vec::new();
+        for chunk in items.chunks(ITEMS_PER_REQUEST) {
             let requests = chunk
                 .iter()
-                .map(|(i, node)| self.item_request(*i, node, true))
+                .map(|(i, node)| self.item_request(*i, node, with_filter))
                 .collect();
             let results = self
                 .call(
@@ -517,47 +553,12 @@ impl DeviceLoop {
                 let status = results
                     .get(k)
                     .map_or(StatusCode::BadUnexpectedError, |r| r.result.status_code);
-                if status.is_good() {
-                    continue;
-                }
-                let filter_refused = [
-                    StatusCode::BadFilterNotAllowed,
-                    StatusCode::BadMonitoredItemFilterUnsupported,
-                    StatusCode::BadMonitoredItemFilterInvalid,
-                    StatusCode::BadDeadbandFilterInvalid,
-                ]
-                .contains(&status);
-                if filter_refused && self.dev.points[*i].deadband != Deadband::None {
-                    // A deadband is an optimisation: without it the point still works, only
-                    // with more traffic (percent deadbands need an EURange many servers lack).
-                    tracing::warn!(device = %self.device, point = %self.points[*i].name, %status, "deadband refused; subscribing without it");
-                    unfiltered.push((*i, node.clone()));
-                } else {
-                    self.error_sample(*i, item_error(node, status));
-                }
-            }
-        }
-        if !unfiltered.is_empty() {
-            let requests = unfiltered
-                .iter()
-                .map(|(i, node)| self.item_request(*i, node, false))
-                .collect();
-            let results = self
-                .call(
-                    "CreateMonitoredItems",
-                    session.create_monitored_items(sub_id, TimestampsToReturn::Both, requests),
-                )
-                .await?;
-            for (k, (i, node)) in unfiltered.iter().enumerate() {
-                let status = results
-                    .get(k)
-                    .map_or(StatusCode::BadUnexpectedError, |r| r.result.status_code);
                 if !status.is_good() {
-                    self.error_sample(*i, item_error(node, status));
+                    refused.push((*i, node.clone(), status));
                 }
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     fn item_request(
