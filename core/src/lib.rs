@@ -12,6 +12,7 @@
 //! - [`assessment`], [`targets`]: rule sets and plan targets as data.
 
 pub mod assessment;
+pub mod batch;
 pub mod calendar;
 pub mod catalog;
 pub mod coefficients;

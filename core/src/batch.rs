@@ -1,0 +1,1131 @@
+//! The agent → gateway batch (`shopfloor.batch/1`): what one agent acquired in one window, so
+//! that the gateway can recompute every indicator from it. Wire format, canonical encoding,
+//! hash chain and signature are documented in `docs/PROTOCOL.md`.
+//!
+//! Times in batches are integer milliseconds since the Unix epoch (UTC): exact, compact and
+//! canonical (one spelling per instant), unlike RFC 3339 text.
+//!
+//! The agent cuts [`Contents`] every batch interval; the outbox stores them; sealing (at first
+//! publication) wraps them into a [`Body`] with `seq` and `prev` and signs the body's exact
+//! bytes.
+//!
+//! Sealing and opening (wire format, `docs/PROTOCOL.md` § Wire format):
+//! - [`seal`]: [`Contents`] + agent, seq, prev, seal time, key → [`Sealed`] (the exact payload
+//!   bytes `{"body":<BODY>,"sig":"<SIG>"}` and the body hash the next batch chains to);
+//! - [`open`]: payload bytes → [`Opened`] (shape checked, body bytes located in the payload
+//!   itself, never re-serialised), then [`Opened::verify`] with the agent's public key;
+//! - [`public_key_text`] / [`parse_public_key`]: `ed25519:<base64>` as configured at the
+//!   gateway and printed by `shopfloor-agent key show`.
+//!
+//! Everything here is pure: no I/O, no clock reads; [`open`] never panics, whatever the bytes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::FieldError;
+use crate::evidence::State;
+
+/// Schema id carried by every batch body.
+pub const SCHEMA: &str = "shopfloor.batch/1";
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+pub type Millis = i64;
+
+/// One sample value. JSON: a bool, an integer, a float (always finite) or a string; a read
+/// that failed carries `err` instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SampleValue {
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+}
+
+/// One reported sample of one point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// Source time (device or server timestamp where the protocol has one, else receive time).
+    pub t: Millis,
+    /// The value; absent when the read failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<SampleValue>,
+    /// Why the read failed (device exception, bad status, undecodable value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub err: Option<String>,
+}
+
+/// The reported samples of one point in the window, in time order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointSamples {
+    pub point: String,
+    pub samples: Vec<Sample>,
+}
+
+/// First, last, min and max of one point's numeric readings in the window, over every
+/// reading the agent received (not only the reported ones). Kept when raw samples are dropped,
+/// so meters and counters stay computable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub point: String,
+    /// Readings received (good and failed).
+    pub count: u64,
+    /// Failed readings.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u64,
+    /// Numeric readings only (bools count as 0/1); absent when there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Reading>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Reading>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A numeric reading at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reading {
+    pub t: Millis,
+    pub v: f64,
+}
+
+/// A closed machine-state interval `[from, to)` (ISO 22400-2 states, INDICATORS.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpan {
+    pub from: Millis,
+    pub to: Millis,
+    pub state: State,
+}
+
+/// Readings of a cumulative register (part counter or meter) in the window, in time order,
+/// as the engine's counter logic consumes them (wraps and resets are resolved by the reader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterReadings {
+    /// Role (`produced`, `good`, `scrap`) for part counters, or the meter's carrier
+    /// (`electricity`, `water`, `natural_gas`, …) for meters.
+    pub role: String,
+    /// Point the readings come from.
+    pub point: String,
+    /// Register width in bits, when the register wraps there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_bits: Option<u8>,
+    /// Where the register wraps, in its engineering unit (scaled meter totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover: Option<f64>,
+    pub readings: Vec<Reading>,
+}
+
+/// A change of the device link (connection up or down), with the driver's reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkChange {
+    pub t: Millis,
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What the outbox dropped from this device's data to stay within its disk budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    /// Raw samples removed (their summaries, states and counters are kept).
+    pub samples: u64,
+}
+
+/// Everything one device delivered in the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceData {
+    /// Entity path of the equipment or meter (`p1/e1/w1/l1/cnc-01`).
+    pub id: String,
+    /// Template the device was read with (`cnc-modbus-generic`).
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<PointSamples>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summaries: Vec<Summary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateSpan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<CounterReadings>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
+}
+
+/// What the agent cuts every batch interval: the window `(from, to]` and each device's data,
+/// devices in id order. Unsigned; the outbox stores this until the batch is sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contents {
+    pub from: Millis,
+    pub to: Millis,
+    pub devices: Vec<DeviceData>,
+}
+
+impl Contents {
+    /// Raw samples carried.
+    pub fn sample_count(&self) -> u64 {
+        self.devices
+            .iter()
+            .flat_map(|d| &d.samples)
+            .map(|p| p.samples.len() as u64)
+            .sum()
+    }
+
+    /// Removes every raw sample, recording per device how many were dropped; summaries,
+    /// states, counters and link changes stay. Returns the number removed.
+    pub fn strip_samples(&mut self) -> u64 {
+        let mut total = 0;
+        for d in &mut self.devices {
+            let n: u64 = d.samples.iter().map(|p| p.samples.len() as u64).sum();
+            if n > 0 {
+                d.samples.clear();
+                d.dropped.get_or_insert_with(Dropped::default).samples += n;
+                total += n;
+            }
+        }
+        total
+    }
+}
+
+/// A sealed batch body: the signed part of a batch on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Agent id (also the topic segment).
+    pub agent: String,
+    /// 1, 2, 3, … per agent, never reused, across restarts.
+    pub seq: u64,
+    /// Lowercase hex SHA-256 of the previous batch's body bytes; 64 zeros for seq 1.
+    pub prev: String,
+    /// When the batch was sealed (first publication).
+    pub sealed: Millis,
+    /// [`Contents::from`].
+    pub from: Millis,
+    /// [`Contents::to`].
+    pub to: Millis,
+    /// [`Contents::devices`].
+    pub devices: Vec<DeviceData>,
+}
+
+/// `prev` of the first batch (seq 1): 64 zeros.
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Prefix of the public key text (`ed25519:<standard base64 of the 32 key bytes>`).
+pub const PUBLIC_KEY_PREFIX: &str = "ed25519:";
+
+const PAYLOAD_HEAD: &[u8] = b"{\"body\":";
+const SIG_MARK: &[u8] = b",\"sig\":\"";
+const PAYLOAD_TAIL: &[u8] = b"\"}";
+
+/// Why a batch could not be sealed, opened or verified, or a public key not parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The payload is not a well-formed batch: the field path (`body.devices[2].id`, `sig`,
+    /// empty for the payload as a whole) and the reason. Also returned by [`seal`] and
+    /// [`check_contents`] for contents that would not open at the gateway.
+    #[error("{0}")]
+    Malformed(FieldError),
+    /// Well-formed, but the signature does not verify with the given key (forged, altered, or
+    /// signed by another agent).
+    #[error("sig: signature does not verify with the agent's public key")]
+    BadSignature,
+    /// A public key text that is not `ed25519:<base64 of 32 bytes>` of a usable key.
+    #[error("public key: {0}")]
+    BadKey(String),
+}
+
+impl BatchError {
+    fn at(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Malformed(FieldError::new(path, reason))
+    }
+}
+
+/// A sealed batch as the outbox stores and the publisher sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub seq: u64,
+    /// The exact MQTT payload: `{"body":<BODY>,"sig":"<SIG>"}`.
+    pub payload: Vec<u8>,
+    /// Lowercase hex SHA-256 of the BODY bytes: the next batch's `prev`.
+    pub body_hash: String,
+}
+
+/// A payload that [`open`] accepted: shape checked, signature not yet verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub body: Body,
+    /// The exact BODY bytes as received (what the signature and the hash cover).
+    pub body_bytes: Vec<u8>,
+    /// Lowercase hex SHA-256 of [`Opened::body_bytes`]: the next batch's `prev`.
+    pub body_hash: String,
+    /// The Ed25519 signature (64 bytes, decoded from `sig`).
+    pub sig: [u8; 64],
+}
+
+impl Opened {
+    /// Checks the signature over the exact body bytes (`verify_strict`: rejects weak keys and
+    /// non-canonical signatures, so one body has exactly one valid signature per key).
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), BatchError> {
+        let sig = Signature::from_bytes(&self.sig);
+        key.verify_strict(&self.body_bytes, &sig)
+            .map_err(|_| BatchError::BadSignature)
+    }
+
+    /// Whether this batch chains to a predecessor whose body hash is `prev_hash`.
+    pub fn follows(&self, prev_hash: &str) -> bool {
+        self.body.prev == prev_hash
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes` (the chain hash of a body).
+pub fn body_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(hex_digit(b >> 4));
+        out.push(hex_digit(b & 0x0f));
+    }
+    out
+}
+
+fn hex_digit(n: u8) -> char {
+    char::from(b"0123456789abcdef"[usize::from(n & 0x0f)])
+}
+
+/// Wraps `contents` into a [`Body`] (`seq`, `prev`, `sealed`), encodes it canonically
+/// (`serde_json::to_vec`: fields in declaration order, no whitespace), signs the exact body
+/// bytes and builds the payload. Checks the body with the same rules as [`open`] first, so a
+/// sealed batch always opens at the gateway; errors are [`BatchError::Malformed`] with
+/// `body.…` paths.
+pub fn seal(
+    contents: Contents,
+    agent: &str,
+    seq: u64,
+    prev: &str,
+    sealed: Millis,
+    key: &SigningKey,
+) -> Result<Sealed, BatchError> {
+    let body = Body {
+        schema: SCHEMA.to_owned(),
+        agent: agent.to_owned(),
+        seq,
+        prev: prev.to_owned(),
+        sealed,
+        from: contents.from,
+        to: contents.to,
+        devices: contents.devices,
+    };
+    check_body(&body)?;
+    let body_bytes = serde_json::to_vec(&body)
+        .map_err(|e| BatchError::at("body", format!("cannot encode: {e}")))?;
+    let sig = key.sign(&body_bytes).to_bytes();
+    let sig_text = BASE64.encode(sig);
+    let mut payload = Vec::with_capacity(
+        PAYLOAD_HEAD.len() + body_bytes.len() + SIG_MARK.len() + sig_text.len() + 2,
+    );
+    payload.extend_from_slice(PAYLOAD_HEAD);
+    payload.extend_from_slice(&body_bytes);
+    payload.extend_from_slice(SIG_MARK);
+    payload.extend_from_slice(sig_text.as_bytes());
+    payload.extend_from_slice(PAYLOAD_TAIL);
+    Ok(Sealed {
+        seq,
+        payload,
+        body_hash: body_hash(&body_bytes),
+    })
+}
+
+/// Parses a payload and checks its shape (not the signature: see [`Opened::verify`]).
+///
+/// The payload must be exactly `{"body":<BODY>,"sig":"<SIG>"}`; BODY is located in the
+/// received bytes (the last `,"sig":"` is the separator: base64 has no `"`), so the hash and
+/// the signature check cover exactly what the agent signed. Rules: `schema` is [`SCHEMA`],
+/// `agent` is a non-empty topic segment (no `/`, `+`, `#`, control characters), `seq` ≥ 1,
+/// `prev` is 64 lowercase hex digits ([`ZERO_HASH`] for seq 1), `from` ≤ `to`, devices
+/// sorted by `id` and unique, ids non-empty, state spans `from` ≤ `to`, every float finite,
+/// no unknown fields. The first problem is returned with its path. Never panics.
+pub fn open(payload: &[u8]) -> Result<Opened, BatchError> {
+    let rest = payload.strip_prefix(PAYLOAD_HEAD).ok_or_else(|| {
+        BatchError::at(
+            "",
+            "payload must start with {\"body\": (a shopfloor.batch/1 batch)",
+        )
+    })?;
+    let rest = rest
+        .strip_suffix(PAYLOAD_TAIL)
+        .ok_or_else(|| BatchError::at("", "payload must end with ,\"sig\":\"<base64>\"}"))?;
+    let mark = rfind(rest, SIG_MARK).ok_or_else(|| {
+        BatchError::at(
+            "sig",
+            "missing: payload must end with ,\"sig\":\"<base64>\"}",
+        )
+    })?;
+    let body_bytes = &rest[..mark];
+    let sig_text = &rest[mark + SIG_MARK.len()..];
+
+    let sig_vec = BASE64
+        .decode(sig_text)
+        .map_err(|e| BatchError::at("sig", format!("not standard base64: {e}")))?;
+    let sig: [u8; 64] = sig_vec.as_slice().try_into().map_err(|_| {
+        BatchError::at(
+            "sig",
+            format!(
+                "must be 64 bytes (an Ed25519 signature), got {}",
+                sig_vec.len()
+            ),
+        )
+    })?;
+
+    if body_bytes.first() != Some(&b'{') || body_bytes.last() != Some(&b'}') {
+        return Err(BatchError::at(
+            "body",
+            "must be a JSON object (no whitespace around it)",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body_bytes);
+    let body: Body = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            "body".to_owned()
+        } else {
+            format!("body.{inner}")
+        };
+        BatchError::at(path, e.inner().to_string())
+    })?;
+    de.end()
+        .map_err(|e| BatchError::at("body", format!("trailing characters: {e}")))?;
+    check_body(&body)?;
+
+    Ok(Opened {
+        body_hash: body_hash(body_bytes),
+        body_bytes: body_bytes.to_vec(),
+        body,
+        sig,
+    })
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    (0..=haystack.len() - needle.len())
+        .rev()
+        .find(|&i| haystack.get(i..i + needle.len()) == Some(needle))
+}
+
+/// The text form of an agent's public key: `ed25519:<standard base64 of the 32 bytes>`.
+pub fn public_key_text(key: &VerifyingKey) -> String {
+    format!("{PUBLIC_KEY_PREFIX}{}", BASE64.encode(key.as_bytes()))
+}
+
+/// Parses [`public_key_text`] (surrounding whitespace ignored). Rejects keys that are not a
+/// valid curve point and weak (small-order) keys.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, BatchError> {
+    let text = text.trim();
+    let b64 = text.strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(|| {
+        BatchError::BadKey(format!(
+            "must start with {PUBLIC_KEY_PREFIX:?} (as printed by `shopfloor-agent key show`)"
+        ))
+    })?;
+    let bytes = BASE64
+        .decode(b64)
+        .map_err(|e| BatchError::BadKey(format!("not standard base64: {e}")))?;
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| BatchError::BadKey(format!("must be 32 bytes, got {}", bytes.len())))?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| BatchError::BadKey("not a valid Ed25519 public key".to_owned()))?;
+    if key.is_weak() {
+        return Err(BatchError::BadKey(
+            "weak (small-order) Ed25519 key, refused".to_owned(),
+        ));
+    }
+    Ok(key)
+}
+
+/// Checks contents with the rules [`open`] applies to a body (window, device order, finite
+/// floats, state spans), with paths relative to the contents (`devices[2].id`). The outbox
+/// calls it on push, so unsealable contents are refused when they are produced.
+pub fn check_contents(contents: &Contents) -> Result<(), BatchError> {
+    check_window_and_devices("", contents.from, contents.to, &contents.devices)
+}
+
+fn check_body(body: &Body) -> Result<(), BatchError> {
+    if body.schema != SCHEMA {
+        return Err(BatchError::at(
+            "body.schema",
+            format!("must be {SCHEMA:?}, got {:?}", body.schema),
+        ));
+    }
+    check_agent_id(&body.agent).map_err(|reason| BatchError::at("body.agent", reason))?;
+    if body.seq == 0 {
+        return Err(BatchError::at("body.seq", "must be at least 1"));
+    }
+    if body.prev.len() != 64
+        || !body
+            .prev
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(BatchError::at(
+            "body.prev",
+            "must be 64 lowercase hex digits (SHA-256 of the previous body)",
+        ));
+    }
+    if body.seq == 1 && body.prev != ZERO_HASH {
+        return Err(BatchError::at(
+            "body.prev",
+            "must be 64 zeros for seq 1 (the first batch has no predecessor)",
+        ));
+    }
+    check_window_and_devices("body.", body.from, body.to, &body.devices)
+}
+
+/// An agent id as it appears in topics and batches: non-empty, no `/`, `+`, `#` (topic level
+/// separator and wildcards), no control characters.
+pub fn check_agent_id(agent: &str) -> Result<(), String> {
+    if agent.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if let Some(c) = agent
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(format!(
+            "{c:?} is not allowed in an agent id (it is an MQTT topic level)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_window_and_devices(
+    p: &str,
+    from: Millis,
+    to: Millis,
+    devices: &[DeviceData],
+) -> Result<(), BatchError> {
+    if from > to {
+        return Err(BatchError::at(
+            format!("{p}to"),
+            format!("window ends ({to}) before it starts (from = {from})"),
+        ));
+    }
+    let mut prev_id: Option<&str> = None;
+    for (i, d) in devices.iter().enumerate() {
+        let dp = format!("{p}devices[{i}]");
+        if d.id.is_empty() {
+            return Err(BatchError::at(format!("{dp}.id"), "must not be empty"));
+        }
+        if let Some(prev) = prev_id
+            && d.id.as_str() <= prev
+        {
+            return Err(BatchError::at(
+                format!("{dp}.id"),
+                format!(
+                    "{:?} is not after {prev:?}: devices must be sorted by id and unique",
+                    d.id
+                ),
+            ));
+        }
+        prev_id = Some(&d.id);
+        check_device(&dp, d)?;
+    }
+    Ok(())
+}
+
+fn check_device(dp: &str, d: &DeviceData) -> Result<(), BatchError> {
+    for (i, ps) in d.samples.iter().enumerate() {
+        for (j, s) in ps.samples.iter().enumerate() {
+            if let Some(SampleValue::Float(v)) = s.v {
+                finite(&format!("{dp}.samples[{i}].samples[{j}].v"), v)?;
+            }
+        }
+    }
+    for (i, s) in d.summaries.iter().enumerate() {
+        let sp = format!("{dp}.summaries[{i}]");
+        if let Some(r) = s.first {
+            finite(&format!("{sp}.first.v"), r.v)?;
+        }
+        if let Some(r) = s.last {
+            finite(&format!("{sp}.last.v"), r.v)?;
+        }
+        if let Some(v) = s.min {
+            finite(&format!("{sp}.min"), v)?;
+        }
+        if let Some(v) = s.max {
+            finite(&format!("{sp}.max"), v)?;
+        }
+    }
+    for (i, s) in d.states.iter().enumerate() {
+        if s.from > s.to {
+            return Err(BatchError::at(
+                format!("{dp}.states[{i}].to"),
+                format!("span ends ({}) before it starts (from = {})", s.to, s.from),
+            ));
+        }
+    }
+    for (i, c) in d.counters.iter().enumerate() {
+        if let Some(v) = c.rollover {
+            finite(&format!("{dp}.counters[{i}].rollover"), v)?;
+        }
+        for (j, r) in c.readings.iter().enumerate() {
+            finite(&format!("{dp}.counters[{i}].readings[{j}].v"), r.v)?;
+        }
+    }
+    Ok(())
+}
+
+fn finite(path: &str, v: f64) -> Result<(), BatchError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(BatchError::at(path, "must be a finite number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// The example of docs/PROTOCOL.md: one CNC machine, ten minutes.
+    fn example_contents() -> Contents {
+        Contents {
+            from: 1_790_000_000_000,
+            to: 1_790_000_600_000,
+            devices: vec![DeviceData {
+                id: "p1/e1/w1/l1/cnc-01".to_owned(),
+                template: "cnc-modbus-generic".to_owned(),
+                samples: vec![PointSamples {
+                    point: "spindle_load".to_owned(),
+                    samples: vec![
+                        Sample {
+                            t: 1_790_000_012_500,
+                            v: Some(SampleValue::Float(41.5)),
+                            err: None,
+                        },
+                        Sample {
+                            t: 1_790_000_300_000,
+                            v: None,
+                            err: Some("exception 02 (illegal data address)".to_owned()),
+                        },
+                    ],
+                }],
+                summaries: vec![Summary {
+                    point: "spindle_load".to_owned(),
+                    count: 600,
+                    errors: 1,
+                    first: Some(Reading {
+                        t: 1_790_000_001_000,
+                        v: 40.0,
+                    }),
+                    last: Some(Reading {
+                        t: 1_790_000_600_000,
+                        v: 38.25,
+                    }),
+                    min: Some(0.0),
+                    max: Some(77.5),
+                }],
+                states: vec![
+                    StateSpan {
+                        from: 1_790_000_000_000,
+                        to: 1_790_000_420_000,
+                        state: State::Producing,
+                    },
+                    StateSpan {
+                        from: 1_790_000_420_000,
+                        to: 1_790_000_600_000,
+                        state: State::Idle,
+                    },
+                ],
+                counters: vec![CounterReadings {
+                    role: "produced".to_owned(),
+                    point: "part_count".to_owned(),
+                    width_bits: Some(16),
+                    rollover: None,
+                    readings: vec![
+                        Reading {
+                            t: 1_790_000_000_000,
+                            v: 65_530.0,
+                        },
+                        Reading {
+                            t: 1_790_000_600_000,
+                            v: 4.0,
+                        },
+                    ],
+                }],
+                links: vec![LinkChange {
+                    t: 1_790_000_299_000,
+                    up: true,
+                    detail: String::new(),
+                }],
+                dropped: None,
+            }],
+        }
+    }
+
+    fn sealed_example() -> Sealed {
+        seal(
+            example_contents(),
+            "line1-agent",
+            1,
+            ZERO_HASH,
+            1_790_000_600_250,
+            &key(7),
+        )
+        .unwrap()
+    }
+
+    const EXAMPLE_PAYLOAD: &str = r#"{"body":{"schema":"shopfloor.batch/1","agent":"line1-agent","seq":1,"prev":"0000000000000000000000000000000000000000000000000000000000000000","sealed":1790000600250,"from":1790000000000,"to":1790000600000,"devices":[{"id":"p1/e1/w1/l1/cnc-01","template":"cnc-modbus-generic","samples":[{"point":"spindle_load","samples":[{"t":1790000012500,"v":41.5},{"t":1790000300000,"err":"exception 02 (illegal data address)"}]}],"summaries":[{"point":"spindle_load","count":600,"errors":1,"first":{"t":1790000001000,"v":40.0},"last":{"t":1790000600000,"v":38.25},"min":0.0,"max":77.5}],"states":[{"from":1790000000000,"to":1790000420000,"state":"producing"},{"from":1790000420000,"to":1790000600000,"state":"idle"}],"counters":[{"role":"produced","point":"part_count","width_bits":16,"readings":[{"t":1790000000000,"v":65530.0},{"t":1790000600000,"v":4.0}]}],"links":[{"t":1790000299000,"up":true}]}]},"sig":"dorTsNvEBQKnz0Q/eU4fLki5j0dIQ3iuEX0jUxogRqLO3foXufogEcjpADlXy/KN0nHfHARLncVxvyKJatncCQ=="}"#;
+    const EXAMPLE_HASH: &str = "8f269958a2978eb1dc65c5514c6bb852654502076467f4b102282472e9cd1735";
+    const EXAMPLE_KEY: &str = "ed25519:6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+
+    /// The payload is byte for byte the one in docs/PROTOCOL.md (key seed: 32 bytes of 7),
+    /// so the documentation cannot drift from the encoder. The same example was checked
+    /// against an independent Ed25519 implementation (Python `cryptography`).
+    #[test]
+    fn example_payload_matches_protocol_doc() {
+        let s = sealed_example();
+        assert_eq!(
+            String::from_utf8(s.payload.clone()).unwrap(),
+            EXAMPLE_PAYLOAD
+        );
+        assert_eq!(s.body_hash, EXAMPLE_HASH);
+        assert!(doc_contains_len(s.payload.len()));
+        assert_eq!(public_key_text(&key(7).verifying_key()), EXAMPLE_KEY);
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        for needle in [EXAMPLE_PAYLOAD, EXAMPLE_HASH, EXAMPLE_KEY] {
+            assert!(doc.contains(needle), "docs/PROTOCOL.md lacks {needle}");
+        }
+        let opened = open(EXAMPLE_PAYLOAD.as_bytes()).unwrap();
+        opened
+            .verify(&parse_public_key(EXAMPLE_KEY).unwrap())
+            .unwrap();
+        assert_eq!(opened.body_hash, EXAMPLE_HASH);
+    }
+
+    fn doc_contains_len(n: usize) -> bool {
+        include_str!("../../docs/PROTOCOL.md").contains(&format!("(one line, {n} bytes)"))
+    }
+
+    #[test]
+    fn seal_open_verify_round_trip() {
+        let k = key(1);
+        let s = seal(example_contents(), "a1", 1, ZERO_HASH, 5, &k).unwrap();
+        assert_eq!(s.seq, 1);
+        let o = open(&s.payload).unwrap();
+        o.verify(&k.verifying_key()).unwrap();
+        let c = example_contents();
+        assert_eq!(o.body.schema, SCHEMA);
+        assert_eq!(o.body.agent, "a1");
+        assert_eq!(o.body.seq, 1);
+        assert_eq!(o.body.prev, ZERO_HASH);
+        assert_eq!(o.body.sealed, 5);
+        assert_eq!((o.body.from, o.body.to), (c.from, c.to));
+        assert_eq!(o.body.devices, c.devices);
+        assert_eq!(o.body_hash, s.body_hash);
+        assert_eq!(o.body_hash, body_hash(&o.body_bytes));
+        // The body bytes are a slice of the payload, not a re-serialisation.
+        let head = PAYLOAD_HEAD.len();
+        assert_eq!(
+            &s.payload[head..head + o.body_bytes.len()],
+            &o.body_bytes[..]
+        );
+    }
+
+    #[test]
+    fn flipping_any_body_byte_fails() {
+        let k = key(2);
+        let s = seal(example_contents(), "a1", 3, &"ab".repeat(32), 9, &k).unwrap();
+        let body_len = open(&s.payload).unwrap().body_bytes.len();
+        for i in PAYLOAD_HEAD.len()..PAYLOAD_HEAD.len() + body_len {
+            // One bit at every position; more patterns at every 5th (verification is slow
+            // unoptimised).
+            let flips: &[u8] = if i % 5 == 0 {
+                &[0x01, 0x20, 0x80]
+            } else {
+                &[0x01]
+            };
+            for &flip in flips {
+                let mut p = s.payload.clone();
+                p[i] ^= flip;
+                // Either it no longer parses, or it parses and the signature fails.
+                if let Ok(o) = open(&p) {
+                    assert_eq!(
+                        o.verify(&k.verifying_key()),
+                        Err(BatchError::BadSignature),
+                        "byte {i} ^ {flip:#x} still verifies"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flipping_signature_fails() {
+        let k = key(2);
+        let s = seal(example_contents(), "a1", 1, ZERO_HASH, 9, &k).unwrap();
+        let mut o = open(&s.payload).unwrap();
+        o.sig[10] ^= 1;
+        assert_eq!(o.verify(&k.verifying_key()), Err(BatchError::BadSignature));
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let s = seal(example_contents(), "a1", 1, ZERO_HASH, 9, &key(3)).unwrap();
+        let o = open(&s.payload).unwrap();
+        assert_eq!(
+            o.verify(&key(4).verifying_key()),
+            Err(BatchError::BadSignature)
+        );
+        o.verify(&key(3).verifying_key()).unwrap();
+    }
+
+    #[test]
+    fn chain_hashes_link() {
+        let k = key(5);
+        let mut prev = ZERO_HASH.to_owned();
+        let mut payloads = Vec::new();
+        for seq in 1..=4 {
+            let mut c = example_contents();
+            c.from += seq as i64;
+            let s = seal(c, "a1", seq, &prev, 100 + seq as i64, &k).unwrap();
+            prev = s.body_hash.clone();
+            payloads.push(s.payload);
+        }
+        let opened: Vec<Opened> = payloads.iter().map(|p| open(p).unwrap()).collect();
+        assert!(opened[0].follows(ZERO_HASH));
+        for w in opened.windows(2) {
+            assert!(w[1].follows(&w[0].body_hash));
+            assert_eq!(w[1].body.seq, w[0].body.seq + 1);
+            assert_ne!(w[1].body_hash, w[0].body_hash);
+        }
+        // Every body hash is distinct and 64 lowercase hex digits.
+        for o in &opened {
+            assert_eq!(o.body_hash.len(), 64);
+            assert!(
+                o.body_hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+        }
+    }
+
+    #[test]
+    fn strip_samples_keeps_summaries_states_counters() {
+        let mut c = example_contents();
+        let before = c.clone();
+        assert_eq!(c.sample_count(), 2);
+        assert_eq!(c.strip_samples(), 2);
+        assert_eq!(c.sample_count(), 0);
+        let (d, b) = (&c.devices[0], &before.devices[0]);
+        assert!(d.samples.is_empty());
+        assert_eq!(d.summaries, b.summaries);
+        assert_eq!(d.states, b.states);
+        assert_eq!(d.counters, b.counters);
+        assert_eq!(d.links, b.links);
+        assert_eq!(d.dropped, Some(Dropped { samples: 2 }));
+        // Stripping again drops nothing more and keeps the count.
+        assert_eq!(c.strip_samples(), 0);
+        assert_eq!(c.devices[0].dropped, Some(Dropped { samples: 2 }));
+        // Stripped contents still seal and open.
+        let s = seal(c, "a1", 1, ZERO_HASH, 0, &key(1)).unwrap();
+        let o = open(&s.payload).unwrap();
+        assert_eq!(o.body.devices[0].dropped, Some(Dropped { samples: 2 }));
+        assert!(
+            String::from_utf8(s.payload)
+                .unwrap()
+                .contains(r#""dropped":{"samples":2}"#)
+        );
+    }
+
+    #[test]
+    fn payload_is_deterministic() {
+        let a = seal(example_contents(), "a1", 7, &"0f".repeat(32), 42, &key(9)).unwrap();
+        let b = seal(example_contents(), "a1", 7, &"0f".repeat(32), 42, &key(9)).unwrap();
+        assert_eq!(a, b);
+        let c = seal(example_contents(), "a1", 7, &"0f".repeat(32), 43, &key(9)).unwrap();
+        assert_ne!(a.payload, c.payload);
+    }
+
+    fn malformed_path(r: Result<impl std::fmt::Debug, BatchError>) -> String {
+        match r {
+            Err(BatchError::Malformed(e)) => e.path,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seal_refuses_what_open_would_refuse() {
+        let k = key(1);
+        let s = |c: Contents, agent: &str, seq: u64, prev: &str| seal(c, agent, seq, prev, 0, &k);
+        let c = example_contents;
+        assert_eq!(malformed_path(s(c(), "", 1, ZERO_HASH)), "body.agent");
+        assert_eq!(malformed_path(s(c(), "a/b", 1, ZERO_HASH)), "body.agent");
+        assert_eq!(malformed_path(s(c(), "a#", 1, ZERO_HASH)), "body.agent");
+        assert_eq!(malformed_path(s(c(), "a", 0, ZERO_HASH)), "body.seq");
+        assert_eq!(malformed_path(s(c(), "a", 2, "abc")), "body.prev");
+        assert_eq!(
+            malformed_path(s(c(), "a", 2, &"AB".repeat(32))),
+            "body.prev"
+        );
+        assert_eq!(
+            malformed_path(s(c(), "a", 1, &"ab".repeat(32))),
+            "body.prev"
+        );
+
+        let mut bad = c();
+        bad.to = bad.from - 1;
+        assert_eq!(malformed_path(s(bad, "a", 1, ZERO_HASH)), "body.to");
+
+        let mut bad = c();
+        bad.devices[0].summaries[0].max = Some(f64::NAN);
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[0].summaries[0].max"
+        );
+
+        let mut bad = c();
+        bad.devices[0].samples[0].samples[0].v = Some(SampleValue::Float(f64::INFINITY));
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[0].samples[0].samples[0].v"
+        );
+
+        let mut bad = c();
+        bad.devices[0].counters[0].readings[1].v = f64::NEG_INFINITY;
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[0].counters[0].readings[1].v"
+        );
+
+        let mut bad = c();
+        bad.devices[0].states[1].to = 0;
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[0].states[1].to"
+        );
+
+        let mut bad = c();
+        let mut d = bad.devices[0].clone();
+        d.id = "a".to_owned(); // sorts before "p1/…"
+        bad.devices.push(d);
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[1].id"
+        );
+
+        let mut bad = c();
+        bad.devices.push(bad.devices[0].clone());
+        assert_eq!(
+            malformed_path(s(bad, "a", 1, ZERO_HASH)),
+            "body.devices[1].id"
+        );
+
+        let mut bad = c();
+        bad.devices[0].summaries[0].first = Some(Reading { t: 0, v: f64::NAN });
+        assert_eq!(
+            check_contents(&bad).map_err(|e| e.to_string()),
+            Err("devices[0].summaries[0].first.v: must be a finite number".to_owned())
+        );
+        check_contents(&c()).unwrap();
+    }
+
+    /// Re-signs a hand-written body (for shapes `seal` refuses to produce).
+    fn forge(body: &str, k: &SigningKey) -> Vec<u8> {
+        let sig = BASE64.encode(k.sign(body.as_bytes()).to_bytes());
+        format!("{{\"body\":{body},\"sig\":\"{sig}\"}}").into_bytes()
+    }
+
+    #[test]
+    fn open_names_the_field_and_reason() {
+        let k = key(1);
+        let good = String::from_utf8(
+            seal(example_contents(), "a1", 2, &"ab".repeat(32), 0, &k)
+                .unwrap()
+                .payload,
+        )
+        .unwrap();
+        let body_of = |p: &str| {
+            let start = PAYLOAD_HEAD.len();
+            let end = p.rfind(",\"sig\":\"").unwrap();
+            p[start..end].to_owned()
+        };
+        let body = body_of(&good);
+        let err = |b: String| open(&forge(&b, &k)).unwrap_err().to_string();
+
+        assert!(
+            err(body.replace("shopfloor.batch/1", "shopfloor.batch/2"))
+                .starts_with("body.schema: must be")
+        );
+        assert!(
+            err(body.replace("\"seq\":2", "\"seq\":0")).starts_with("body.seq: must be at least 1")
+        );
+        assert!(
+            err(body.replace("\"seq\":2", "\"seq\":-1")).starts_with("body.seq: invalid value")
+        );
+        assert!(
+            err(body.replace("\"agent\":\"a1\"", "\"agent\":\"\""))
+                .starts_with("body.agent: must not be empty")
+        );
+        assert!(
+            err(body.replace("\"count\":600", "\"count\":600,\"extra\":1"))
+                .starts_with("body.devices[0].summaries[0].extra: unknown field"),
+            "{}",
+            err(body.replace("\"count\":600", "\"count\":600,\"extra\":1"))
+        );
+        assert!(
+            err(body.replace("\"state\":\"idle\"", "\"state\":\"sleeping\""))
+                .starts_with("body.devices[0].states[1].state: unknown variant")
+        );
+        assert!(
+            err(body.replace("\"v\":41.5", "\"v\":1e999"))
+                .starts_with("body.devices[0].samples[0].samples[0].v")
+        );
+        assert!(
+            err(body.replace("\"template\":\"cnc-modbus-generic\",", ""))
+                .starts_with("body.devices[0]: missing field `template`"),
+            "{}",
+            err(body.replace("\"template\":\"cnc-modbus-generic\",", ""))
+        );
+        assert!(err(format!("{body} ")).starts_with("body: must be a JSON object"));
+        assert!(err(format!("{body}x")).starts_with("body: must be a JSON object"));
+        assert!(err(format!("{body}{{}}")).starts_with("body: trailing characters"));
+        assert!(err("[1]".to_owned()).starts_with("body: must be a JSON object"));
+
+        // Envelope problems.
+        let e = |p: &[u8]| open(p).unwrap_err().to_string();
+        assert!(
+            e(b"").starts_with(": payload must start with")
+                || e(b"").starts_with("payload must start with")
+        );
+        assert!(e(format!(" {good}").as_bytes()).starts_with("payload must start with"));
+        assert!(e(format!("{good}\n").as_bytes()).starts_with("payload must end with"));
+        assert!(
+            e(good.replace(",\"sig\":\"", ",\"sg\":\"").as_bytes()).starts_with("sig: missing")
+        );
+        assert!(
+            e(good.replace("\"sig\":\"", "\"sig\":\"!").as_bytes())
+                .starts_with("sig: not standard base64")
+        );
+        assert!(
+            e(format!("{{\"body\":{body},\"sig\":\"AAAA\"}}").as_bytes())
+                .starts_with("sig: must be 64 bytes")
+        );
+    }
+
+    #[test]
+    fn open_never_panics_on_garbled_payloads() {
+        let s = seal(example_contents(), "a1", 1, ZERO_HASH, 0, &key(1)).unwrap();
+        let p = &s.payload;
+        // Every truncation.
+        for n in 0..p.len() {
+            assert!(open(&p[..n]).is_err(), "prefix of {n} bytes opened");
+        }
+        // Every suffix.
+        for n in 1..p.len() {
+            assert!(open(&p[n..]).is_err());
+        }
+        // Byte garbling at every position, with a cheap deterministic generator.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..p.len() {
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut q = p.clone();
+                q[i] = x.to_le_bytes()[0];
+                let _ = open(&q);
+                // Also insert and delete.
+                let mut ins = p.clone();
+                ins.insert(i, x.to_le_bytes()[1]);
+                let _ = open(&ins);
+                let mut del = p.clone();
+                del.remove(i);
+                let _ = open(&del);
+            }
+        }
+        // Pathological inputs.
+        let deep = format!(
+            "{{\"body\":{}{},\"sig\":\"\"}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(open(deep.as_bytes()).is_err());
+        assert!(open(b"{\"body\":,\"sig\":\"\"}").is_err());
+        assert!(open(b"{\"body\":\"sig\":\"\"}").is_err());
+        assert!(open(b"{\"body\":\"}").is_err());
+        assert!(open(&[0xff; 64]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn open_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)
+        ) {
+            let mut p = PAYLOAD_HEAD.to_vec();
+            p.extend_from_slice(&bytes);
+            let _ = open(&p);
+            let _ = open(&bytes);
+        }
+    }
+
+    #[test]
+    fn public_key_text_round_trips() {
+        let vk = key(7).verifying_key();
+        let text = public_key_text(&vk);
+        assert!(text.starts_with("ed25519:"));
+        assert_eq!(parse_public_key(&text).unwrap(), vk);
+        assert_eq!(parse_public_key(&format!(" {text}\n")).unwrap(), vk);
+        assert!(matches!(
+            parse_public_key("ed25519:"),
+            Err(BatchError::BadKey(_))
+        ));
+        assert!(matches!(
+            parse_public_key(&text[8..]),
+            Err(BatchError::BadKey(_))
+        ));
+        assert!(matches!(
+            parse_public_key("ed25519:AAAA"),
+            Err(BatchError::BadKey(_))
+        ));
+        assert!(matches!(
+            parse_public_key("ed25519:!!"),
+            Err(BatchError::BadKey(_))
+        ));
+        // The identity point is a weak key.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let weak = format!("ed25519:{}", BASE64.encode(weak));
+        assert!(matches!(
+            parse_public_key(&weak),
+            Err(BatchError::BadKey(_))
+        ));
+    }
+}
