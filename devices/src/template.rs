@@ -54,6 +54,36 @@ pub struct Template {
     pub states: Option<StateRules>,
     #[serde(default)]
     pub counters: Option<CounterRules>,
+    /// For a meter: its accounting register.
+    #[serde(default)]
+    pub meter: Option<MeterRules>,
+}
+
+/// The accounting register of a meter: the cumulative point whose increase is the
+/// consumption of its carrier (a meter's other points are instantaneous values).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterRules {
+    /// Name of the cumulative point, in the meter's accounting unit.
+    pub point: String,
+    /// Where the value wraps to 0, in the point's engineering unit (a u32 total in litres
+    /// scaled to m3 wraps at 4294967.296); absent when it does not wrap in practice.
+    #[serde(default)]
+    pub rollover: Option<f64>,
+}
+
+impl MeterRules {
+    fn validate(&self, names: &BTreeSet<&str>) -> Result<(), TemplateError> {
+        if !names.contains(self.point.as_str()) {
+            return Err(err("point", format!("no point named `{}`", self.point)));
+        }
+        if let Some(r) = self.rollover
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(err("rollover", "must be a number > 0"));
+        }
+        Ok(())
+    }
 }
 
 /// Device-wide Modbus settings of a template.
@@ -246,6 +276,9 @@ pub struct Overrides {
     pub states: Option<StateRules>,
     #[serde(default)]
     pub counters: Option<CounterRules>,
+    /// Replaces the meter's accounting register.
+    #[serde(default)]
+    pub meter: Option<MeterRules>,
 }
 
 /// A template or override problem, with the field path it concerns.
@@ -361,6 +394,16 @@ impl Template {
         if let Some(c) = &self.counters {
             c.validate(&names)
                 .map_err(|e| err(format!("counters.{}", e.path), e.reason))?;
+        }
+        if let Some(m) = &self.meter {
+            m.validate(&names)
+                .map_err(|e| err(format!("meter.{}", e.path), e.reason))?;
+        }
+        if self.kind == "meter" && self.meter.is_none() {
+            return Err(err(
+                "meter",
+                "a meter template names its accounting register: [meter] point = \"...\"",
+            ));
         }
         Ok(())
     }
@@ -585,12 +628,25 @@ impl Template {
                 )
             })?;
         }
+        if let Some(m) = self.meter_rules(o) {
+            m.validate(&names).map_err(|e| {
+                err(
+                    format!("{}.{}", section(o.meter.is_some(), "meter"), e.path),
+                    e.reason,
+                )
+            })?;
+        }
         Ok(())
     }
 
     /// State rules after overrides.
     pub fn state_rules<'a>(&'a self, o: &'a Overrides) -> Option<&'a StateRules> {
         o.states.as_ref().or(self.states.as_ref())
+    }
+
+    /// Meter accounting register after overrides.
+    pub fn meter_rules<'a>(&'a self, o: &'a Overrides) -> Option<&'a MeterRules> {
+        o.meter.as_ref().or(self.meter.as_ref())
     }
 
     /// Counter rules after overrides.
