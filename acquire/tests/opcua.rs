@@ -2,8 +2,11 @@
 //! OPC UA acquisition against the real in-process simulator server (async-opcua on both
 //! sides, TCP on 127.0.0.1, own certificate stores per test).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use opcua::crypto::{CertificateStore, X509Data};
 
 use shopfloor_acquire::opcua::{
     Identity, Mode, OpcuaConfig, OpcuaError, Policy, browse, run_device,
@@ -253,7 +256,7 @@ const DEADBAND: &str = r#"
 id = "deadband"
 name = "deadband"
 name_zh = "死区"
-kind = "meter"
+kind = "sensor"
 protocol = "opcua"
 
 [opcua]
@@ -648,6 +651,138 @@ async fn sign_and_encrypt_with_user_name_and_a_clear_error_for_a_wrong_password(
         "{text}"
     );
     sim.stop().await;
+}
+
+/// A self-signed user certificate (`<name>.der`) and its private key (`<name>.pem`), made in
+/// `dir` for the test: no key material is checked in.
+fn user_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.der"));
+    let key = dir.join(format!("{name}.pem"));
+    let data = X509Data {
+        key_size: 2048,
+        common_name: name.into(),
+        organization: "Shopfloor tests".into(),
+        organizational_unit: "acquire".into(),
+        country: "DE".into(),
+        state: "Berlin".into(),
+        alt_host_names: Vec::<String>::new().into(),
+        certificate_duration_days: 1,
+    };
+    CertificateStore::create_certificate_and_key(&data, false, &cert, &key).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_login_delivers_samples_and_an_unknown_certificate_is_rejected() {
+    let (spki, cpki, users) = (
+        TempDir::new().unwrap(),
+        TempDir::new().unwrap(),
+        TempDir::new().unwrap(),
+    );
+    let t = template(PARTLY_BAD);
+    let s = Arc::new(Signals::new());
+    s.set("good", Value::Int(7));
+    // RSA key generation takes a while: off the runtime's threads.
+    let dir = users.path().to_path_buf();
+    let (known, stranger) = tokio::task::spawn_blocking(move || {
+        (user_cert(&dir, "operator"), user_cert(&dir, "stranger"))
+    })
+    .await
+    .unwrap();
+    let mut opts = OpcuaSimOptions::new(spki.path());
+    opts.secure_endpoints = true;
+    opts.anonymous = false;
+    opts.user_certs = vec![known.0.clone()];
+    let sim = serve(
+        vec![OpcuaSimDevice {
+            name: "cert".into(),
+            template: t.clone(),
+            signals: s.clone(),
+        }],
+        opts,
+    )
+    .await;
+
+    let mut cfg = client(sim.endpoint(), &cpki);
+    cfg.root = sim.root_node("cert");
+    cfg.security_policy = Policy::Basic256Sha256;
+    cfg.security_mode = Mode::Sign;
+    cfg.trust_server_certs = true;
+    cfg.identity = Identity::Certificate {
+        cert: known.0.clone(),
+        key: known.1.clone(),
+    };
+    let mut r = run("cert", cfg.clone(), &t, &Overrides::default());
+    let up = r.link(LinkState::Up).await;
+    assert!(up.contains("Basic256Sha256/Sign"), "{up}");
+    r.value("good", Value::Int(7)).await;
+    s.set("good", Value::Int(8));
+    r.value("good", Value::Int(8)).await;
+    r.stop().await;
+
+    // A certificate the server does not know: an error naming the cause, from both entry points.
+    let mut unknown = cfg.clone();
+    unknown.identity = Identity::Certificate {
+        cert: stranger.0.clone(),
+        key: stranger.1.clone(),
+    };
+    let err = tokio::time::timeout(WAIT, browse(&unknown, None, 1))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(err, OpcuaError::Connect { .. }), "{err}");
+    assert!(
+        err.to_string().contains("user certificate rejected"),
+        "{err}"
+    );
+    let mut r = run("cert", unknown, &t, &Overrides::default());
+    let down = r.link(LinkState::Down).await;
+    assert!(down.contains("user certificate rejected"), "{down}");
+    r.stop().await;
+
+    // The token is signed with the user's key, so the login needs no channel security.
+    let mut plain = cfg.clone();
+    plain.security_policy = Policy::None;
+    plain.security_mode = Mode::None;
+    let top = browse(&plain, None, 1).await.unwrap();
+    assert!(
+        top.iter().any(|e| e.browse_name.ends_with(":cert")),
+        "{top:#?}"
+    );
+
+    // A key that is not the certificate's: refused before connecting, saying so (the server
+    // would answer BadSecurityChecksFailed, which points at the application certificates).
+    let mut mismatched = cfg.clone();
+    mismatched.identity = Identity::Certificate {
+        cert: known.0.clone(),
+        key: stranger.1.clone(),
+    };
+    let err = browse(&mismatched, None, 1).await.unwrap_err();
+    assert!(
+        matches!(err, OpcuaError::Identity(_))
+            && err
+                .to_string()
+                .contains("does not belong to the certificate"),
+        "{err}"
+    );
+    let mut missing = cfg.clone();
+    missing.identity = Identity::Certificate {
+        cert: known.0.clone(),
+        key: known.0.with_extension("missing"),
+    };
+    let err = browse(&missing, None, 1).await.unwrap_err();
+    assert!(
+        matches!(err, OpcuaError::Identity(_)) && err.to_string().contains("operator.missing"),
+        "{err}"
+    );
+    sim.stop().await;
+
+    // The simulator refuses to start with a certificate it cannot read, naming the file.
+    let mut opts = OpcuaSimOptions::new(spki.path());
+    opts.user_certs = vec![known.1.clone()];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = start(listener, Vec::new(), opts).await.unwrap_err();
+    assert!(err.to_string().contains("operator.pem"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

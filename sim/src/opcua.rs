@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opcua::crypto::SecurityPolicy;
+use opcua::crypto::{CertificateStore, SecurityPolicy};
 use opcua::nodes::{
     ImportedItem, NodeSetImport, NodeSetNamespaceMapper, ObjectBuilder, ReferenceDirection,
     Variable,
@@ -71,6 +71,12 @@ pub struct OpcuaSimOptions {
     pub host: String,
     /// User name / password logins, accepted on every endpoint.
     pub users: Vec<(String, String)>,
+    /// X.509 certificates (`.der` or `.pem` files) of users who may log in with a certificate
+    /// identity, on every endpoint. The server knows a user by the certificate's thumbprint and
+    /// checks the token signature made with the user's private key (async-opcua asks for an
+    /// RSA-SHA1 signature, its Basic128Rsa15 token policy, whatever the channel's policy).
+    /// Empty: no certificate logins are offered.
+    pub user_certs: Vec<PathBuf>,
     /// Accept anonymous logins.
     pub anonymous: bool,
     /// Offer Basic256Sha256 Sign and SignAndEncrypt endpoints besides None.
@@ -90,6 +96,7 @@ impl OpcuaSimOptions {
             pki_dir: pki_dir.into(),
             host: "127.0.0.1".into(),
             users: Vec::new(),
+            user_certs: Vec::new(),
             anonymous: true,
             secure_endpoints: false,
             trust_client_certs: true,
@@ -474,6 +481,19 @@ pub async fn start(
 ) -> Result<OpcuaSim, SimError> {
     let addr = listener.local_addr()?;
     let uris = namespaces(&devices)?;
+    // async-opcua skips a user certificate it cannot read (every login with it is then
+    // rejected), so read each one here and fail with its path instead.
+    let mut cert_users = Vec::with_capacity(opts.user_certs.len());
+    for (k, path) in opts.user_certs.iter().enumerate() {
+        let cert = CertificateStore::read_cert(path)
+            .map_err(|e| SimError::Server(format!("user certificate {}: {e}", path.display())))?;
+        let user = cert
+            .common_name()
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("certificate user {k}"));
+        cert_users.push((user, path.clone()));
+    }
     let endpoint = format!("opc.tcp://{}:{}/", opts.host, addr.port());
     let build_opts = opts.clone();
     let discovery = endpoint.clone();
@@ -505,6 +525,11 @@ pub async fn start(
                 &id,
                 ServerUserToken::user_pass(user.as_str(), pass.as_str()),
             );
+            tokens.push(id);
+        }
+        for (k, (user, path)) in cert_users.iter().enumerate() {
+            let id = format!("cert{k}");
+            builder = builder.add_user_token(&id, ServerUserToken::x509(user.as_str(), path));
             tokens.push(id);
         }
         builder = builder.add_endpoint("none", ServerEndpoint::new_none("/", &tokens));

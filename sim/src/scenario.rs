@@ -75,6 +75,11 @@ pub struct OpcuaServerSpec {
     pub secure: bool,
     #[serde(default)]
     pub users: Vec<UserSpec>,
+    /// X.509 certificates (`.der` or `.pem`, relative to the scenario file) of users who may
+    /// log in with a certificate identity, e.g. `user_certs = ["users/operator.der"]`. Loading
+    /// resolves them against the scenario's directory and checks that the files exist.
+    #[serde(default)]
+    pub user_certs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,7 +214,8 @@ impl Scenario {
             path,
             reason,
         };
-        let scenario: Scenario = toml::from_str(text).map_err(|x| e("-".into(), x.to_string()))?;
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|x| e("-".into(), x.to_string()))?;
         if !(scenario.time_scale.is_finite()
             && scenario.time_scale > 0.0
             && scenario.time_scale <= 100_000.0)
@@ -253,6 +259,25 @@ impl Scenario {
         for s in &servers {
             if !seen.insert(*s) {
                 return Err(e("-".into(), format!("two servers are named `{s}`")));
+            }
+        }
+        for (k, server) in scenario.opcua.iter_mut().enumerate() {
+            for (j, cert) in server.user_certs.iter_mut().enumerate() {
+                let at = format!("opcua[{k}].user_certs[{j}]");
+                let path = base.join(&*cert);
+                if !path.extension().is_some_and(|x| x == "der" || x == "pem") {
+                    return Err(e(
+                        at,
+                        format!(
+                            "{}: a certificate must be a .der or .pem file",
+                            path.display()
+                        ),
+                    ));
+                }
+                if !path.is_file() {
+                    return Err(e(at, format!("{}: no such file", path.display())));
+                }
+                *cert = path;
             }
         }
         let mut templates = Vec::with_capacity(scenario.devices.len());
@@ -365,5 +390,38 @@ impl Scenario {
             scenario,
             templates,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVER: &str =
+        "name = \"x\"\ndevice = []\n[[opcua]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn user_certs_resolve_against_the_scenario_directory() {
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::create_dir(dir.path().join("users")).unwrap();
+        std::fs::write(dir.path().join("users/op.der"), b"not checked here").unwrap();
+        let text = format!("{SERVER}user_certs = [\"users/op.der\"]\n");
+        let loaded = Scenario::from_str(&text, "t.toml", dir.path()).unwrap();
+        assert_eq!(
+            loaded.scenario.opcua[0].user_certs,
+            vec![dir.path().join("users/op.der")]
+        );
+        let none = Scenario::from_str(SERVER, "t.toml", dir.path()).unwrap();
+        assert!(none.scenario.opcua[0].user_certs.is_empty());
+
+        for (cert, reason) in [
+            ("users/nope.der", "no such file"),
+            ("users/op.crt", ".der or .pem"),
+        ] {
+            let text = format!("{SERVER}user_certs = [\"{cert}\"]\n");
+            let err = Scenario::from_str(&text, "t.toml", dir.path()).unwrap_err();
+            assert_eq!(err.path, "opcua[0].user_certs[0]", "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
     }
 }

@@ -34,6 +34,7 @@ pub(crate) async fn start_from_spec(
         .iter()
         .map(|u| (u.user.clone(), u.password.clone()))
         .collect();
+    opts.user_certs = spec.user_certs.clone();
     let served = devices
         .iter()
         .map(|d| OpcuaSimDevice {

@@ -16,3 +16,4 @@ mod session;
 pub use browse::{BrowseEntry, browse};
 pub use config::{Identity, Mode, OpcuaConfig, OpcuaError, Policy};
 pub use device::run_device;
+pub use session::prepare_certificate;

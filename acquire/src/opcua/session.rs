@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionPollResult};
-use opcua::crypto::SecurityPolicy;
+use opcua::crypto::{CertificateStore, KeySize, PrivateKey, SecurityPolicy, X509};
 use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode, UserTokenType};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -111,6 +111,13 @@ async fn build_client(cfg: &OpcuaConfig, session_name: &str) -> Result<Client, O
     Ok(client)
 }
 
+/// Creates the agent's application certificate in `cfg.pki_dir` if it is missing. Run once
+/// before starting several devices that share the directory, so they do not race to create
+/// it (the losers would start without a certificate).
+pub async fn prepare_certificate(cfg: &OpcuaConfig) -> Result<(), OpcuaError> {
+    build_client(cfg, "shopfloor-agent").await.map(drop)
+}
+
 fn identity_token(i: &Identity) -> Result<IdentityToken, OpcuaError> {
     Ok(match i {
         Identity::Anonymous => IdentityToken::Anonymous,
@@ -118,11 +125,32 @@ fn identity_token(i: &Identity) -> Result<IdentityToken, OpcuaError> {
             IdentityToken::new_user_name(user.clone(), password.clone())
         }
         Identity::Certificate { cert, key } => {
-            IdentityToken::new_x509_path(cert, key).map_err(|e| {
-                OpcuaError::Identity(format!("{} / {}: {e}", cert.display(), key.display()))
-            })?
+            let fail = |reason: String| {
+                OpcuaError::Identity(format!("{} / {}: {reason}", cert.display(), key.display()))
+            };
+            let x509 = CertificateStore::read_cert(cert).map_err(fail)?;
+            let pkey = CertificateStore::read_pkey(key).map_err(fail)?;
+            // The server would fail the token signature with BadSecurityChecksFailed, which
+            // reads like a problem with the application certificates: say what it is instead.
+            if !key_belongs_to(&x509, &pkey) {
+                return Err(fail(
+                    "the private key does not belong to the certificate".into(),
+                ));
+            }
+            IdentityToken::new_x509(x509, pkey)
         }
     })
+}
+
+/// Whether `key` is the private key of `cert`: a probe signed with it verifies with the
+/// certificate's public key.
+fn key_belongs_to(cert: &X509, key: &PrivateKey) -> bool {
+    const PROBE: &[u8] = b"shopfloor user certificate check";
+    let mut signature = vec![0u8; key.size()];
+    key.sign_sha256(PROBE, &mut signature).is_ok()
+        && cert
+            .public_key()
+            .is_ok_and(|public| public.verify_sha256(PROBE, &signature).unwrap_or(false))
 }
 
 fn describe(e: &EndpointDescription) -> String {
