@@ -13,19 +13,19 @@ use shopfloor_acquire::modbus::{Parity, SerialSettings, Transport};
 use shopfloor_devices::{DataType, Order, Table};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum ProbeProtocol {
+pub enum ProbeProtocol {
     /// Modbus TCP (`--host`) or RTU (`--serial`).
     Modbus(ModbusArgs),
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum BrowseProtocol {
+pub enum BrowseProtocol {
     /// OPC UA (security None, anonymous unless --user is given).
     Opcua(OpcuaArgs),
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct ModbusArgs {
+pub struct ModbusArgs {
     /// Device or gateway host (Modbus TCP).
     #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
     host: Option<String>,
@@ -63,7 +63,7 @@ pub(crate) struct ModbusArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct OpcuaArgs {
+pub struct OpcuaArgs {
     /// Endpoint URL, e.g. opc.tcp://10.0.0.5:4840/
     #[arg(long)]
     endpoint: String,
@@ -115,7 +115,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-pub(crate) fn probe(p: ProbeProtocol) -> ExitCode {
+pub fn probe(p: ProbeProtocol) -> ExitCode {
     let ProbeProtocol::Modbus(a) = p;
     let transport = match (&a.host, &a.serial) {
         (Some(host), _) => match resolve(host, a.port) {
@@ -202,7 +202,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{host}` has no address"))
 }
 
-pub(crate) fn browse(p: BrowseProtocol) -> ExitCode {
+pub fn browse(p: BrowseProtocol) -> ExitCode {
     let BrowseProtocol::Opcua(a) = p;
     if !a.endpoint.starts_with("opc.tcp://") {
         eprintln!(

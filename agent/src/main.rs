@@ -1,10 +1,12 @@
-//! `shopfloor-agent`: the edge agent. This build carries the shared indicator engine and the
-//! plant engineer's diagnostics (`probe modbus`, `browse opcua`); `run` and `check` arrive with
-//! issue 4.
+//! `shopfloor-agent`: the edge agent. A thin command line over the `shopfloor_agent` library:
+//! `run`, `check`, `key show`, and the plant engineer's diagnostics (`probe modbus`,
+//! `browse opcua`).
 
-mod diag;
+use shopfloor_agent::diag;
 
 use std::process::ExitCode;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: acquire, compute, batch, store, publish.
+    Run {
+        /// Agent configuration (TOML; see docs/CONFIG.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration without starting anything: prints `ok`, or every error with
+    /// file, field path and reason (exit 2).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The agent's signing key.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Read registers or bits once and print every decoded value.
     Probe {
         #[command(subcommand)]
@@ -37,6 +56,23 @@ enum Command {
     Browse {
         #[command(subcommand)]
         protocol: diag::BrowseProtocol,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Print the public key to register at the gateway (creates the key on first use).
+    Show {
+        /// Agent configuration (the key lives in its data directory).
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        config: Option<PathBuf>,
+        /// Data directory, instead of a configuration.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -66,6 +102,11 @@ fn main() -> ExitCode {
     }
     match cli.command {
         None => ExitCode::SUCCESS,
+        Some(Command::Run { config }) => shopfloor_agent::run::main(&config),
+        Some(Command::Check { config }) => shopfloor_agent::config::check_command(&config),
+        Some(Command::Key {
+            action: KeyAction::Show { config, data_dir },
+        }) => shopfloor_agent::identity::show_command(config.as_deref(), data_dir.as_deref()),
         Some(Command::Probe { protocol }) => diag::probe(protocol),
         Some(Command::Browse { protocol }) => diag::browse(protocol),
     }

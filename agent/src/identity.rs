@@ -1,0 +1,426 @@
+//! The agent's identity: one Ed25519 signing key in `<data_dir>/agent.key`.
+//!
+//! Invariants:
+//! - the key is created once, on first use, from 32 bytes of OS randomness (`getrandom`), and
+//!   never overwritten: a corrupt or unreadable key file is an error naming the file, never a
+//!   reason to make a new key (a new key means the gateway must be told the new public key);
+//! - creation is atomic: a temporary file (mode 0600) is written, fsynced, linked into place
+//!   (never replacing an existing file) and the directory fsynced, so a power cut leaves either
+//!   no key or the whole key;
+//! - on Unix the key file must not be accessible by group or others (checked at every load,
+//!   like ssh); a new data directory is created with mode 0700.
+//!
+//! File format (text): `shopfloor-agent-key/1\n<standard base64 of the 32-byte secret seed>\n`.
+//! The public key is printed by `shopfloor-agent key show` as `ed25519:<base64>` (see
+//! [`shopfloor_core::batch::public_key_text`]) and registered at the gateway.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::SigningKey;
+
+use shopfloor_core::batch::public_key_text;
+
+/// Name of the key file inside the data directory.
+pub const KEY_FILE: &str = "agent.key";
+
+/// First line of the key file.
+pub const KEY_HEADER: &str = "shopfloor-agent-key/1";
+
+/// Why the key could not be loaded or created. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file system operation failed.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The key file is readable or writable by group or others.
+    #[error(
+        "{}: the agent key is accessible by group or others (mode {mode:04o}); \
+         refusing to use it. Run: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    /// The key file exists but is not a valid key file (it is left untouched).
+    #[error(
+        "{}: not a valid agent key file: {reason} (the file was left untouched; restore it \
+         from a backup, or move it away to create a new key, which must then be registered \
+         at the gateway)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    /// The OS random number generator failed.
+    #[error("cannot create the agent key: OS random number generator failed: {0}")]
+    Random(String),
+}
+
+/// Path of the key file in `data_dir`.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE)
+}
+
+/// Loads `<data_dir>/agent.key`, creating it (and `data_dir`, mode 0700) if it does not exist.
+pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, IdentityError> {
+    load_or_create_reporting(data_dir).map(|(key, _)| key)
+}
+
+/// Loads an existing key; a missing file is an [`IdentityError::Io`] (`NotFound`).
+pub fn load(data_dir: &Path) -> Result<SigningKey, IdentityError> {
+    read_key(&key_path(data_dir))
+}
+
+/// [`load_or_create`], also telling whether the key was created now.
+fn load_or_create_reporting(data_dir: &Path) -> Result<(SigningKey, bool), IdentityError> {
+    let path = key_path(data_dir);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => return read_key(&path).map(|k| (k, false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(IdentityError::Io {
+                path,
+                action: "inspect the key file",
+                source: e,
+            });
+        }
+    }
+    create_dir(data_dir)?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+    let created = write_new(data_dir, &path, &seed);
+    seed.fill(0);
+    // Read back what is on disk: ours, or the key another process created first.
+    let created = created?;
+    read_key(&path).map(|k| (k, created))
+}
+
+fn create_dir(dir: &Path) -> Result<(), IdentityError> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| IdentityError::Io {
+        path: dir.to_owned(),
+        action: "create the data directory",
+        source: e,
+    })
+}
+
+/// Writes a new key file atomically. Returns `false` if a key file appeared meanwhile (it is
+/// kept, ours discarded).
+fn write_new(dir: &Path, path: &Path, seed: &[u8; 32]) -> Result<bool, IdentityError> {
+    let tmp = dir.join(format!(".{KEY_FILE}.tmp.{}", std::process::id()));
+    let io_err = |action: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| IdentityError::Io {
+            path: p,
+            action,
+            source,
+        }
+    };
+    // A leftover of an earlier crash of this same process id: ours to remove.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove a stale temporary key file", &tmp)(e)),
+    }
+    let text = format!("{KEY_HEADER}\n{}\n", BASE64.encode(seed));
+    let result = (|| {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .map_err(io_err("create the temporary key file", &tmp))?;
+        f.write_all(text.as_bytes())
+            .map_err(io_err("write the temporary key file", &tmp))?;
+        f.sync_all()
+            .map_err(io_err("fsync the temporary key file", &tmp))?;
+        drop(f);
+        // A hard link never replaces an existing file; fall back to rename where links are
+        // not supported (FAT), after checking again that no key exists.
+        let placed = match fs::hard_link(&tmp, path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(_) => {
+                if path.exists() {
+                    false
+                } else {
+                    fs::rename(&tmp, path)
+                        .map_err(io_err("move the new key file into place", path))?;
+                    true
+                }
+            }
+        };
+        sync_dir(dir)?;
+        Ok(placed)
+    })();
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(
+                file = %tmp.display(), error = %e,
+                "cannot remove the temporary key file"
+            )
+        }
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| IdentityError::Io {
+                path: dir.to_owned(),
+                action: "fsync the data directory",
+                source: e,
+            })?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn read_key(path: &Path) -> Result<SigningKey, IdentityError> {
+    let meta = fs::metadata(path).map_err(|e| IdentityError::Io {
+        path: path.to_owned(),
+        action: "read the key file",
+        source: e,
+    })?;
+    if !meta.is_file() {
+        return Err(IdentityError::Corrupt {
+            path: path.to_owned(),
+            reason: "not a regular file".to_owned(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    if meta.len() > 4096 {
+        return Err(IdentityError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("{} bytes, far too long for a key file", meta.len()),
+        });
+    }
+    let bytes = fs::read(path).map_err(|e| IdentityError::Io {
+        path: path.to_owned(),
+        action: "read the key file",
+        source: e,
+    })?;
+    parse_key_file(&bytes).map_err(|reason| IdentityError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+fn parse_key_file(bytes: &[u8]) -> Result<SigningKey, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    if text.is_empty() {
+        return Err("empty file".to_owned());
+    }
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header.trim() != KEY_HEADER {
+        return Err(format!("first line must be {KEY_HEADER:?}"));
+    }
+    let seed_text = lines
+        .next()
+        .map(str::trim)
+        .ok_or_else(|| "second line (the base64 secret key) is missing".to_owned())?;
+    if lines.any(|l| !l.trim().is_empty()) {
+        return Err("unexpected lines after the key".to_owned());
+    }
+    let seed = BASE64
+        .decode(seed_text)
+        .map_err(|e| format!("second line is not standard base64: {e}"))?;
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("the secret key must be 32 bytes, got {}", seed.len()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// `shopfloor-agent key show`: prints the public key (`ed25519:<base64>`) on stdout, creating
+/// the key on first use. The data directory comes from `--data-dir`, or from `agent.data_dir`
+/// of `--config`. Exit 2 for bad input (no or unreadable config), 1 for runtime failures
+/// (key file unreadable, corrupt, too open).
+pub fn show_command(config: Option<&Path>, data_dir: Option<&Path>) -> ExitCode {
+    let dir = match (config, data_dir) {
+        (Some(_), Some(_)) => {
+            eprintln!("error: give either --config or --data-dir, not both");
+            return ExitCode::from(2);
+        }
+        (None, None) => {
+            eprintln!("error: give --config FILE or --data-dir DIR");
+            return ExitCode::from(2);
+        }
+        (None, Some(d)) => d.to_owned(),
+        (Some(c), None) => match crate::config::data_dir_of(c) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match load_or_create_reporting(&dir) {
+        Ok((key, created)) => {
+            if created {
+                eprintln!(
+                    "created a new agent key: {} (register the public key below at the gateway)",
+                    key_path(&dir).display()
+                );
+            }
+            println!("{}", public_key_text(&key.verifying_key()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_and_loads_the_same_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let (k1, created) = load_or_create_reporting(&dir).unwrap();
+        assert!(created);
+        let (k2, created) = load_or_create_reporting(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(k1.to_bytes(), k2.to_bytes());
+        assert_eq!(load(&dir).unwrap().to_bytes(), k1.to_bytes());
+        let text = fs::read_to_string(key_path(&dir)).unwrap();
+        assert!(text.starts_with("shopfloor-agent-key/1\n"));
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.lines().count(), 2);
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(KEY_FILE)]);
+        // Two data directories, two different keys.
+        let other = load_or_create(&tmp.path().join("other")).unwrap();
+        assert_ne!(other.to_bytes(), k1.to_bytes());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn modes_0600_and_0700() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        load_or_create(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key_path(&dir)), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_key_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let k = load_or_create(tmp.path()).unwrap();
+        let path = key_path(tmp.path());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create(tmp.path()).unwrap_err();
+        assert!(matches!(e, IdentityError::Permissions { mode: 0o644, .. }));
+        let msg = e.to_string();
+        assert!(msg.contains("chmod 600"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        // Not replaced: fixing the mode gives the same key back.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_or_create(tmp.path()).unwrap().to_bytes(), k.to_bytes());
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_and_is_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = key_path(tmp.path());
+        for (content, why) in [
+            (&b""[..], "empty file"),
+            (b"hello\n", "first line"),
+            (b"shopfloor-agent-key/1\n", "missing"),
+            (b"shopfloor-agent-key/1\n!!!!\n", "base64"),
+            (b"shopfloor-agent-key/1\nAAAA\n", "32 bytes"),
+            (b"\xff\xfe", "UTF-8"),
+        ] {
+            write_private(&path, content);
+            let e = load_or_create(tmp.path()).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, IdentityError::Corrupt { .. }), "{msg}");
+            assert!(msg.contains(why), "{msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert_eq!(fs::read(&path).unwrap(), content, "file was changed");
+        }
+    }
+
+    fn write_private(path: &Path, content: &[u8]) {
+        fs::write(path, content).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_a_written_seed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seed = [7u8; 32];
+        write_private(
+            &key_path(tmp.path()),
+            format!("{KEY_HEADER}\n{}\n", BASE64.encode(seed)).as_bytes(),
+        );
+        let k = load_or_create(tmp.path()).unwrap();
+        assert_eq!(k.to_bytes(), seed);
+        assert_eq!(
+            public_key_text(&k.verifying_key()),
+            "ed25519:6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw="
+        );
+    }
+
+    #[test]
+    fn show_command_exit_codes() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(show_command(None, Some(tmp.path())), ExitCode::SUCCESS);
+        assert_eq!(show_command(None, None), ExitCode::from(2));
+        let missing = tmp.path().join("missing.toml");
+        assert_eq!(show_command(Some(&missing), None), ExitCode::from(2));
+        write_private(&key_path(tmp.path()), b"garbage");
+        assert_eq!(show_command(None, Some(tmp.path())), ExitCode::from(1));
+    }
+}
