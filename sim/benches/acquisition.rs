@@ -25,6 +25,9 @@ use shopfloor_devices::plan;
 use shopfloor_devices::{Overrides, Template};
 use tokio::sync::{mpsc, watch};
 
+mod common;
+use common::cpu_seconds;
+
 const DEVICES: usize = 100;
 const TAGS: usize = 200;
 
@@ -53,25 +56,6 @@ fn scenario() -> String {
         s += "[[device.ramp]]\npoint = \"t000\"\nper_hour = 3600\n";
     }
     s
-}
-
-/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Figures {

@@ -35,6 +35,9 @@ use shopfloor_acquire::opcua::{OpcuaConfig, run_device};
 use shopfloor_devices::{Overrides, Template};
 use tokio::sync::{mpsc, watch};
 
+mod common;
+use common::{cpu_seconds, rss_mib};
+
 const SERVERS: usize = 10;
 const PER_SERVER: usize = 10;
 const DEVICES: usize = SERVERS * PER_SERVER;
@@ -76,36 +79,6 @@ fn scenario() -> String {
         }
     }
     s
-}
-
-/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident set size of a process in MiB, from /proc/<pid>/status.
-fn rss_mib(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 struct Figures {
