@@ -26,6 +26,7 @@
 //! The simulator is looked up next to the agent binary (target/release/shopfloor-sim), or at
 //! SHOPFLOOR_SIM_BIN. SHOPFLOOR_BENCH_SECS changes the 20 s window.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,7 +145,11 @@ listen = "127.0.0.1:{metrics_port}"
 
 /// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return f64::NAN;
     };
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
@@ -157,6 +162,27 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(f64::NAN)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds per thread name (tokio workers summed), from /proc/<pid>/task/*/stat.
+fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return m;
+    };
+    for t in tasks.flatten() {
+        let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
+            continue;
+        };
+        let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cpu = cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat"));
+        if cpu.is_finite() {
+            *m.entry(comm.trim().to_owned()).or_insert(0.0) += cpu;
+        }
+    }
+    m
 }
 
 /// A `kB` field of /proc/<pid>/status (VmRSS, VmHWM), in MiB.
@@ -282,8 +308,10 @@ fn metric_sum(port: u16, name: &str) -> f64 {
         .sum()
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Figures {
+    /// % of one core per thread name.
+    threads: BTreeMap<String, f64>,
     cpu_pct: f64,
     rss_mean_mib: f64,
     rss_last_mib: f64,
@@ -341,8 +369,9 @@ async fn run_agent(
     }
     tokio::time::sleep(WARMUP).await;
     let samples_name = "shopfloor_agent_device_samples_total";
-    let (cpu0, sim0, s0, c0, t0) = (
+    let (cpu0, threads0, sim0, s0, c0, t0) = (
         cpu_seconds(pid),
+        thread_cpu(pid),
         cpu_seconds(sim_pid),
         metric_sum(metrics_port, samples_name),
         counts.get(),
@@ -360,8 +389,9 @@ async fn run_agent(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let (cpu1, sim1, s1, c1) = (
+    let (cpu1, threads1, sim1, s1, c1) = (
         cpu_seconds(pid),
+        thread_cpu(pid),
         cpu_seconds(sim_pid),
         metric_sum(metrics_port, samples_name),
         counts.get(),
@@ -373,7 +403,15 @@ async fn run_agent(
     );
     terminate(&mut child);
     let batches = c1.0 - c0.0;
+    let threads = threads1
+        .iter()
+        .map(|(k, v)| {
+            let before = threads0.get(k).copied().unwrap_or(0.0);
+            (k.clone(), (v - before) / elapsed * 100.0)
+        })
+        .collect();
     Figures {
+        threads,
         cpu_pct: (cpu1 - cpu0) / elapsed * 100.0,
         rss_mean_mib: rss_sum / f64::from(rss_n.max(1)),
         rss_last_mib: rss_last,
@@ -488,7 +526,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<40} {:>12} {:>12} {:>10}",
+        "{:<48} {:>12} {:>12} {:>10}",
         "", "(a) idle", "(b) 50 dev", "(b)/(a)"
     );
     let row = |name: &str, a: f64, b: f64| {
@@ -497,7 +535,7 @@ fn main() {
         } else {
             "-".to_owned()
         };
-        println!("{name:<40} {a:>12.2} {b:>12.2} {ratio:>10}");
+        println!("{name:<48} {a:>12.2} {b:>12.2} {ratio:>10}");
     };
     row("agent CPU, % of one core", idle.cpu_pct, busy.cpu_pct);
     row("agent RSS MiB (mean)", idle.rss_mean_mib, busy.rss_mean_mib);
@@ -514,6 +552,15 @@ fn main() {
         busy.batches as f64,
     );
     row("kB per batch received", idle.batch_kb, busy.batch_kb);
+    let names: std::collections::BTreeSet<&String> =
+        idle.threads.keys().chain(busy.threads.keys()).collect();
+    for n in names {
+        row(
+            &format!("  agent thread {n}, % of one core"),
+            idle.threads.get(n).copied().unwrap_or(0.0),
+            busy.threads.get(n).copied().unwrap_or(0.0),
+        );
+    }
     row(
         "simulator CPU, % of one core",
         idle.sim_cpu_pct,
@@ -529,6 +576,7 @@ fn main() {
             "batches": f.batches,
             "batch_kb": (f.batch_kb * 100.0).round() / 100.0,
             "sim_cpu_pct": (f.sim_cpu_pct * 100.0).round() / 100.0,
+            "threads_cpu_pct": f.threads.iter().map(|(k, v)| (k.clone(), serde_json::json!((v * 100.0).round() / 100.0))).collect::<serde_json::Map<_, _>>(),
         })
     };
     let line = serde_json::json!({

@@ -197,6 +197,8 @@ struct Run {
     bytes: u64,
     wall: Duration,
     cpu_s: f64,
+    /// Batches per second over the first and the last 10 % of the batches (per-batch runs).
+    first_last: Option<(f64, f64)>,
 }
 
 impl Run {
@@ -210,15 +212,30 @@ impl Run {
         self.cpu_s * 1000.0 / self.batches.max(1) as f64
     }
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "batches": self.batches,
             "bytes": self.bytes,
             "seconds": round3(self.wall.as_secs_f64()),
             "batches_per_s": round3(self.per_s()),
             "mb_per_s": round3(self.mb_per_s()),
             "cpu_ms_per_batch": round3(self.cpu_ms_per_batch()),
-        })
+        });
+        if let Some((first, last)) = self.first_last {
+            v["first_10pct_batches_per_s"] = round3(first).into();
+            v["last_10pct_batches_per_s"] = round3(last).into();
+        }
+        v
     }
+}
+
+/// Batches per second over the first and the last tenth of per-batch durations.
+fn first_last(times: &[Duration]) -> Option<(f64, f64)> {
+    let k = times.len() / 10;
+    if k == 0 {
+        return None;
+    }
+    let rate = |d: &[Duration]| d.len() as f64 / d.iter().sum::<Duration>().as_secs_f64();
+    Some((rate(&times[..k]), rate(&times[times.len() - k..])))
 }
 
 fn round3(x: f64) -> f64 {
@@ -243,6 +260,7 @@ fn write_log(path: &Path, n: u64, build_cpu_s: f64) -> Run {
         .open(path)
         .expect("open the log");
     let mut run = Run::default();
+    let mut times = Vec::with_capacity(n as usize);
     let c0 = cpu_seconds("self");
     for i in 0..n {
         let c = contents(i);
@@ -251,11 +269,13 @@ fn write_log(path: &Path, n: u64, build_cpu_s: f64) -> Run {
         json.push(b'\n');
         f.write_all(&json).expect("append");
         f.sync_data().expect("fsync");
-        run.wall += t.elapsed();
+        times.push(t.elapsed());
         run.bytes += json.len() as u64 - 1;
         run.batches += 1;
     }
     run.cpu_s = cpu_seconds("self") - c0 - build_cpu_s;
+    run.wall = times.iter().sum();
+    run.first_last = first_last(&times);
     run
 }
 
@@ -272,16 +292,19 @@ async fn open(path: PathBuf, fsync: Fsync) -> Outbox {
 
 async fn push_hour(outbox: &Outbox, n: u64, build_cpu_s: f64) -> Run {
     let mut run = Run::default();
+    let mut times = Vec::with_capacity(n as usize);
     let c0 = cpu_seconds("self");
     for i in 0..n {
         let c = contents(i);
         let t = Instant::now();
         outbox.push(&c).await.expect("push");
-        run.wall += t.elapsed();
-        // Same bytes as the log (push stores serde_json::to_vec of the contents).
+        times.push(t.elapsed());
         run.batches += 1;
     }
     run.cpu_s = cpu_seconds("self") - c0 - build_cpu_s;
+    run.wall = times.iter().sum();
+    run.first_last = first_last(&times);
+    // Same bytes as the log (push stores serde_json::to_vec of the contents).
     run.bytes = outbox.stats().await.expect("stats").bytes;
     run
 }
@@ -289,8 +312,10 @@ async fn push_hour(outbox: &Outbox, n: u64, build_cpu_s: f64) -> Run {
 /// `seal_next` + `ack` until empty.
 async fn drain(outbox: &Outbox, key: &SigningKey) -> Run {
     let mut run = Run::default();
+    let mut times = Vec::new();
     let c0 = cpu_seconds("self");
     let t = Instant::now();
+    let mut t_batch = Instant::now();
     while let Some(s) = outbox
         .seal_next(AGENT, key, T0 + 7_200_000)
         .await
@@ -299,9 +324,12 @@ async fn drain(outbox: &Outbox, key: &SigningKey) -> Run {
         run.bytes += s.payload.len() as u64;
         outbox.ack(s.seq).await.expect("ack");
         run.batches += 1;
+        times.push(t_batch.elapsed());
+        t_batch = Instant::now();
     }
     run.wall = t.elapsed();
     run.cpu_s = cpu_seconds("self") - c0;
+    run.first_last = first_last(&times);
     run
 }
 
@@ -476,10 +504,14 @@ fn main() {
     );
     let row = |name: &str, r: &Run, base: Option<&Run>| {
         let ratio = base.map_or(String::new(), |b| format!("{:.2}×", r.per_s() / b.per_s()));
+        let mb = if r.bytes > 0 {
+            format!("{:.1}", r.mb_per_s())
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "{name:<44} {:>12.1} {:>10.1} {:>10.2} {:>12.2} {:>10}",
+            "{name:<44} {:>12.1} {mb:>10} {:>10.2} {:>12.2} {:>10}",
             r.per_s(),
-            r.mb_per_s(),
             r.wall.as_secs_f64(),
             r.cpu_ms_per_batch(),
             ratio
@@ -527,6 +559,24 @@ fn main() {
         Some(&base_read),
     );
     row("replay: ack all, fsync = normal", &rep.ack, None);
+    println!();
+    println!(
+        "batches/s over the first and the last 10 % of the hour (does a backlog slow it down?):"
+    );
+    for (name, r) in [
+        ("write: baseline log", &base_write),
+        ("write: outbox push, fsync = full", &full_write),
+        ("write: outbox push, fsync = normal", &normal_write),
+        ("drain: seal_next + ack, fsync = full", &full_drain),
+        ("drain: seal_next + ack, fsync = normal", &normal_drain),
+    ] {
+        if let Some((first, last)) = r.first_last {
+            println!(
+                "{name:<44} {first:>12.1} {last:>10.1} {:>9.2}×",
+                last / first
+            );
+        }
+    }
     println!();
     println!(
         "on disk after the hour: log {log_mb:.0} MB, outbox full {full_mb:.0} MB, normal {normal_mb:.0} MB (db + wal)"
