@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
+/// The delivery tests' helpers: embedded broker, free ports.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{embedded_broker, free_port};
+
 const SERVERS: usize = 5;
 const UNITS: usize = 10;
 const DEVICES: usize = SERVERS * UNITS;
@@ -197,11 +202,6 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("local addr").port()
-}
-
 fn wait_listening(port: u16, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -211,39 +211,6 @@ fn wait_listening(port: u16, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-/// rumqttd on `port` (v4 listener only), on its own thread, for the life of the process.
-fn embedded_broker(port: u16) {
-    let toml = format!(
-        r#"
-        id = 0
-        [router]
-        id = 0
-        max_connections = 100
-        max_outgoing_packet_count = 200
-        max_segment_size = 104857600
-        max_segment_count = 10
-        [v4.1]
-        name = "v4-1"
-        listen = "127.0.0.1:{port}"
-        next_connection_delay_ms = 1
-          [v4.1.connections]
-          connection_timeout_ms = 5000
-          max_payload_size = 16777216
-          max_inflight_count = 100
-          dynamic_filters = true
-        "#
-    );
-    let config: rumqttd::Config = toml::from_str(&toml).expect("broker config");
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    assert!(
-        wait_listening(port, Duration::from_secs(10)),
-        "the embedded broker does not listen"
-    );
 }
 
 /// Batches (count, bytes) received on `<prefix>/+/batch`.

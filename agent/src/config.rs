@@ -2420,67 +2420,6 @@ fn opcua_source(
         }
     };
     check_deadbands(raw, d, device.points.iter().map(|p| p.name.as_str()), errs);
-    // resolve_opcua does not check the rules in force against the points (resolve_modbus
-    // does); check them here with the rules' own validation.
-    let names: BTreeSet<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
-    let o = &raw.overrides;
-    if let Some(s) = t.state_rules(o)
-        && let Err(e) = s.validate(&names)
-    {
-        let (p, r) = override_error(
-            d,
-            t,
-            o,
-            &TemplateError {
-                path: format!(
-                    "{}states.{}",
-                    if o.states.is_some() { "overrides." } else { "" },
-                    e.path
-                ),
-                reason: e.reason,
-            },
-        );
-        errs.push(p, r);
-    }
-    if let Some(c) = t.counter_rules(o)
-        && let Err(e) = c.validate(&names)
-    {
-        let (p, r) = override_error(
-            d,
-            t,
-            o,
-            &TemplateError {
-                path: format!(
-                    "{}counters.{}",
-                    if o.counters.is_some() {
-                        "overrides."
-                    } else {
-                        ""
-                    },
-                    e.path
-                ),
-                reason: e.reason,
-            },
-        );
-        errs.push(p, r);
-    }
-    if let Some(m) = t.meter_rules(o)
-        && !names.contains(m.point.as_str())
-    {
-        let (p, r) = override_error(
-            d,
-            t,
-            o,
-            &TemplateError {
-                path: format!(
-                    "{}meter.point",
-                    if o.meter.is_some() { "overrides." } else { "" }
-                ),
-                reason: format!("no point named `{}`", m.point),
-            },
-        );
-        errs.push(p, r);
-    }
     if errs.list.len() > before {
         return None;
     }

@@ -56,6 +56,43 @@ async fn outbox_unacked(data_dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// A data directory with the agent's key, and a config file for the test plant.
+struct AgentFiles {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    /// The agent's public key (`ed25519:…`).
+    pk: String,
+    cfg: std::path::PathBuf,
+    /// The config file's text.
+    text: String,
+}
+
+fn agent_files(
+    plant: &shopfloor_sim::Plant,
+    mqtt_port: u16,
+    prefix: &str,
+    agent_id: &str,
+) -> AgentFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pk = public_key(&data);
+    let text = agent_config(
+        &data,
+        plant.tcp_addr("gw").unwrap(),
+        mqtt_port,
+        prefix,
+        agent_id,
+    );
+    let cfg = write_config(dir.path(), &text);
+    AgentFiles {
+        dir,
+        data,
+        pk,
+        cfg,
+        text,
+    }
+}
+
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("agent.toml");
     std::fs::write(&p, text).unwrap();
@@ -102,20 +139,13 @@ async fn embedded_broker_outage_then_restart_loses_nothing() {
     let proxy = Proxy::start(([127, 0, 0, 1], port_a).into()).await;
     let prefix = unique("t-outage");
     let collector_a = Collector::start(port_a, &prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pk = public_key(&data);
-    let cfg = write_config(
-        dir.path(),
-        &agent_config(
-            &data,
-            plant.tcp_addr("gw").unwrap(),
-            proxy.port,
-            &prefix,
-            "agent-outage",
-            "",
-        ),
-    );
+    let AgentFiles {
+        dir: _dir,
+        data,
+        pk,
+        cfg,
+        ..
+    } = agent_files(&plant, proxy.port, &prefix, "agent-outage");
     let (stop, task) = start_agent(&cfg);
     wait_until(Duration::from_secs(30), "three batches", || {
         collector_a.count() >= 3
@@ -185,20 +215,13 @@ async fn mosquitto_restart_loses_nothing() {
     let plant = start_plant().await;
     let prefix = unique("t-restart");
     let collector = Collector::start(port, &prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pk = public_key(&data);
-    let cfg = write_config(
-        dir.path(),
-        &agent_config(
-            &data,
-            plant.tcp_addr("gw").unwrap(),
-            port,
-            &prefix,
-            "agent-restart",
-            "",
-        ),
-    );
+    let AgentFiles {
+        dir: _dir,
+        data,
+        pk,
+        cfg,
+        ..
+    } = agent_files(&plant, port, &prefix, "agent-restart");
     let (stop, task) = start_agent(&cfg);
     wait_until(Duration::from_secs(30), "three batches", || {
         collector.count() >= 3
@@ -235,21 +258,14 @@ async fn mosquitto_outage_loses_nothing() {
     let proxy = Proxy::start(addr).await;
     let prefix = unique("t-mosq-outage");
     let collector = Collector::start(addr.port(), &prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pk = public_key(&data);
     let agent_id = unique("agent-mosq");
-    let cfg = write_config(
-        dir.path(),
-        &agent_config(
-            &data,
-            plant.tcp_addr("gw").unwrap(),
-            proxy.port,
-            &prefix,
-            &agent_id,
-            "",
-        ),
-    );
+    let AgentFiles {
+        dir: _dir,
+        data,
+        pk,
+        cfg,
+        ..
+    } = agent_files(&plant, proxy.port, &prefix, &agent_id);
     let (stop, task) = start_agent(&cfg);
     wait_until(Duration::from_secs(30), "three batches", || {
         collector.count() >= 3
@@ -298,20 +314,13 @@ async fn sigkill_while_publishing_loses_nothing_and_the_chain_continues() {
     let proxy = Proxy::start(([127, 0, 0, 1], port).into()).await;
     let prefix = unique("t-kill");
     let collector = Collector::start(port, &prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pk = public_key(&data);
-    let cfg = write_config(
-        dir.path(),
-        &agent_config(
-            &data,
-            plant.tcp_addr("gw").unwrap(),
-            proxy.port,
-            &prefix,
-            "agent-kill",
-            "",
-        ),
-    );
+    let AgentFiles {
+        dir: _dir,
+        data,
+        pk,
+        cfg,
+        ..
+    } = agent_files(&plant, proxy.port, &prefix, "agent-kill");
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_shopfloor-agent"))
             .arg("run")
@@ -589,20 +598,16 @@ async fn reload_applies_device_changes_and_rejects_a_bad_file_without_losing_dat
     embedded_broker(port);
     let prefix = unique("t-reload");
     let collector = Collector::start(port, &prefix);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pk = public_key(&data);
-    let full = agent_config(
-        &data,
-        plant.tcp_addr("gw").unwrap(),
-        port,
-        &prefix,
-        "agent-reload",
-        "",
-    );
+    let AgentFiles {
+        dir: _dir,
+        data,
+        pk,
+        cfg,
+        text: full,
+    } = agent_files(&plant, port, &prefix, "agent-reload");
     // First without the meter.
     let (cnc_only, _) = full.split_at(full.find("[[device]]\nid = \"p1/e1/w1/m-01\"").unwrap());
-    let cfg = write_config(dir.path(), cnc_only);
+    std::fs::write(&cfg, cnc_only).unwrap();
     let (stop, task) = start_agent(&cfg);
     wait_until(Duration::from_secs(30), "three batches", || {
         collector.count() >= 3

@@ -591,6 +591,7 @@ impl Template {
                 unit: p.unit.clone(),
             });
         }
+        self.check_rules(o, points.iter().map(|p| p.name.as_str()))?;
         Ok(OpcuaDevice {
             namespace: d.namespace,
             points,
@@ -605,36 +606,22 @@ impl Template {
         names: impl Iterator<Item = &'a str>,
     ) -> Result<(), TemplateError> {
         let names: BTreeSet<&str> = names.collect();
-        let section = |own: bool, s: &str| {
-            if own {
-                format!("overrides.{s}")
-            } else {
-                s.to_owned()
-            }
+        // Errors name the section the rules come from: the device's override or the template.
+        let at = |own: bool, section: &str, path: String, reason: String| {
+            let prefix = if own { "overrides." } else { "" };
+            err(format!("{prefix}{section}.{path}"), reason)
         };
         if let Some(s) = self.state_rules(o) {
-            s.validate(&names).map_err(|e| {
-                err(
-                    format!("{}.{}", section(o.states.is_some(), "states"), e.path),
-                    e.reason,
-                )
-            })?;
+            s.validate(&names)
+                .map_err(|e| at(o.states.is_some(), "states", e.path, e.reason))?;
         }
         if let Some(c) = self.counter_rules(o) {
-            c.validate(&names).map_err(|e| {
-                err(
-                    format!("{}.{}", section(o.counters.is_some(), "counters"), e.path),
-                    e.reason,
-                )
-            })?;
+            c.validate(&names)
+                .map_err(|e| at(o.counters.is_some(), "counters", e.path, e.reason))?;
         }
         if let Some(m) = self.meter_rules(o) {
-            m.validate(&names).map_err(|e| {
-                err(
-                    format!("{}.{}", section(o.meter.is_some(), "meter"), e.path),
-                    e.reason,
-                )
-            })?;
+            m.validate(&names)
+                .map_err(|e| at(o.meter.is_some(), "meter", e.path, e.reason))?;
         }
         Ok(())
     }

@@ -383,7 +383,6 @@ pub fn agent_config(
     mqtt_port: u16,
     prefix: &str,
     agent_id: &str,
-    extra_outbox: &str,
 ) -> String {
     format!(
         r#"
@@ -403,8 +402,6 @@ reconnect_max_ms = 1000
 interval_s = 1
 heartbeat_s = 60
 
-[outbox]
-{extra_outbox}
 
 [metrics]
 listen = "off"
