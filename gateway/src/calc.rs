@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Number, Value, json};
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Evidence file (JSON, schema shopfloor.evidence/1).
     #[arg(long, value_name = "FILE")]
     evidence: PathBuf,
@@ -38,7 +38,7 @@ fn indicators_json(values: &BTreeMap<&str, Option<f64>>) -> Value {
     )
 }
 
-pub(crate) fn run(args: &Args) -> ExitCode {
+pub fn run(args: &Args) -> ExitCode {
     let shown = args.evidence.display();
     let text = match std::fs::read_to_string(&args.evidence) {
         Ok(t) => t,

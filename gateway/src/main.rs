@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod calc;
+use shopfloor_gateway::calc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,0 +1,450 @@
+//! Gateway configuration (`shopfloor-gateway run --config FILE`, docs/GATEWAY.md). Parsed and
+//! validated completely before anything binds or connects; every error names the file, the
+//! field path and the reason. Unknown fields are rejected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default MQTT topic prefix (DESIGN.md §4).
+pub const DEFAULT_TOPIC_PREFIX: &str = "shopfloor/v1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub registry: RegistrySection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub ingest: IngestSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Replica id: 1–64 of `a-z 0-9 _ -`. Each replica of one deployment needs its own (MQTT
+    /// client id `shopfloor-gateway-<id>`, roll-up lease holder).
+    pub id: String,
+    /// Where the SQLite database, the embedded broker's state and logs live. Relative paths
+    /// are relative to the configuration file.
+    pub data_dir: PathBuf,
+    /// IANA time zone of day and month roll-ups and of API dates without an offset.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "Asia/Shanghai".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://PATH` or `postgres://…`. Default: `sqlite://<data_dir>/gateway.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Connection pool size (PostgreSQL; SQLite uses one writer and a few readers).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// Run the embedded broker (rumqttd, MQTT 3.1.1) on `listen` and consume from it.
+    #[serde(default = "yes")]
+    pub embedded: bool,
+    /// Embedded broker's listen address.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+    /// External broker: `mqtt://host:port` or `mqtts://host:port` (then `embedded = false`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Topic prefix; batches arrive on `<prefix>/<agent>/batch`.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Shared-subscription group: replicas in one group split the batches
+    /// (`$share/<group>/<prefix>/+/batch`). Empty: a plain subscription (one gateway).
+    #[serde(default = "default_group")]
+    pub shared_group: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (never the password itself in the configuration).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to verify an `mqtts://` broker; default: none accepted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require them.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mqtt_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_prefix() -> String {
+    DEFAULT_TOPIC_PREFIX.into()
+}
+fn default_group() -> String {
+    "shopfloor".into()
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            embedded: true,
+            listen: default_mqtt_listen(),
+            url: None,
+            topic_prefix: default_prefix(),
+            shared_group: default_group(),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive_s: default_keep_alive(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// API, dashboard and /metrics.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body (bytes); larger gets 413.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_body_limit() -> usize {
+    4 << 20
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: default_http_listen(),
+            max_body_bytes: default_body_limit(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Directory with `entities.toml`, `agents.toml`, `products.toml` (docs/GATEWAY.md), loaded
+    /// at start; items in the files replace stored ones of the same id (audited as actor
+    /// `file:<path>`), items only in the database (added through the API) are kept.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Plan targets (`configs/targets.toml` format).
+    #[serde(default)]
+    pub targets: Option<PathBuf>,
+}
+
+/// Retention in days per table; 0 keeps forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    #[serde(default)]
+    pub raw_batches_days: u32,
+    #[serde(default = "d90")]
+    pub samples_days: u32,
+    #[serde(default)]
+    pub states_days: u32,
+    #[serde(default)]
+    pub readings_days: u32,
+    #[serde(default = "d365")]
+    pub links_days: u32,
+    #[serde(default = "d90")]
+    pub quarantine_days: u32,
+    #[serde(default = "d35")]
+    pub minute_rollups_days: u32,
+    #[serde(default)]
+    pub hour_rollups_days: u32,
+}
+
+fn d35() -> u32 {
+    35
+}
+fn d90() -> u32 {
+    90
+}
+fn d365() -> u32 {
+    365
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            raw_batches_days: 0,
+            samples_days: 90,
+            states_days: 0,
+            readings_days: 0,
+            links_days: 365,
+            quarantine_days: 90,
+            minute_rollups_days: 35,
+            hour_rollups_days: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Indicator gauges are exported for park, enterprise and workshop entities, at most this
+    /// many entities (bounded cardinality; docs/GATEWAY.md lists the ids).
+    #[serde(default = "default_max_entities")]
+    pub indicator_entities_max: usize,
+    /// How often the indicator gauges are recomputed (seconds).
+    #[serde(default = "default_refresh")]
+    pub indicator_refresh_s: u64,
+}
+
+fn default_max_entities() -> usize {
+    200
+}
+fn default_refresh() -> u64 {
+    60
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            indicator_entities_max: default_max_entities(),
+            indicator_refresh_s: default_refresh(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// At most this many batches per database transaction.
+    #[serde(default = "default_batch_max")]
+    pub max_batches_per_commit: usize,
+    /// How long to wait for more batches before committing (ms).
+    #[serde(default = "default_batch_wait")]
+    pub commit_wait_ms: u64,
+    /// Largest accepted payload (bytes); larger is quarantined as `too_large`.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// A batch sealed further than this in the future of the gateway's clock is quarantined
+    /// (`clock_skew`).
+    #[serde(default = "default_max_future")]
+    pub max_future_s: u64,
+}
+
+fn default_batch_max() -> usize {
+    256
+}
+fn default_batch_wait() -> u64 {
+    20
+}
+fn default_max_payload() -> usize {
+    16 << 20
+}
+fn default_max_future() -> u64 {
+    300
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            max_batches_per_commit: default_batch_max(),
+            commit_wait_ms: default_batch_wait(),
+            max_payload_bytes: default_max_payload(),
+            max_future_s: default_max_future(),
+        }
+    }
+}
+
+/// A configuration error: `file: path: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.reason)
+        }
+    }
+}
+
+/// Reads and validates a configuration file; relative paths become relative to its directory.
+pub fn load(path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let err = |p: &str, r: String| ConfigError {
+        file: file.clone(),
+        path: p.into(),
+        reason: r,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![err("", format!("cannot read: {e}"))])?;
+    let de = toml::de::Deserializer::parse(&text).map_err(|e| vec![err("", e.to_string())])?;
+    let mut cfg: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![err(&path, e.into_inner().message().to_owned())]
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    resolve_paths(&mut cfg, base);
+    let errors = validate(&cfg, &file);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+fn resolve_paths(cfg: &mut GatewayConfig, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut cfg.gateway.data_dir);
+    for p in [
+        &mut cfg.mqtt.password_file,
+        &mut cfg.mqtt.ca_file,
+        &mut cfg.mqtt.client_cert,
+        &mut cfg.mqtt.client_key,
+        &mut cfg.registry.dir,
+        &mut cfg.registry.targets,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(p);
+    }
+}
+
+/// Checks what serde cannot: ids, zones, URLs, combinations.
+pub fn validate(cfg: &GatewayConfig, file: &str) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let mut bad = |p: &str, r: &str| {
+        out.push(ConfigError {
+            file: file.into(),
+            path: p.into(),
+            reason: r.into(),
+        });
+    };
+    let id = &cfg.gateway.id;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        bad("gateway.id", "must be 1–64 characters of a-z, 0-9, _ and -");
+    }
+    if jiff::tz::TimeZone::get(&cfg.gateway.time_zone).is_err() {
+        bad(
+            "gateway.time_zone",
+            "not an IANA time zone name (e.g. Asia/Shanghai)",
+        );
+    }
+    if let Some(url) = &cfg.store.url {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            bad(
+                "store.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+    }
+    if cfg.store.max_connections == Some(0) {
+        bad("store.max_connections", "must be at least 1");
+    }
+    match (&cfg.mqtt.url, cfg.mqtt.embedded) {
+        (Some(_), true) => bad(
+            "mqtt.url",
+            "set `mqtt.embedded = false` to use an external broker",
+        ),
+        (None, false) => bad("mqtt.url", "required when `mqtt.embedded = false`"),
+        (Some(u), false) if !(u.starts_with("mqtt://") || u.starts_with("mqtts://")) => {
+            bad("mqtt.url", "must start with mqtt:// or mqtts://")
+        }
+        _ => {}
+    }
+    let prefix = &cfg.mqtt.topic_prefix;
+    if prefix.is_empty()
+        || prefix.contains(['+', '#'])
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+    {
+        bad(
+            "mqtt.topic_prefix",
+            "must be a non-empty topic without wildcards or leading/trailing '/'",
+        );
+    }
+    if cfg.mqtt.shared_group.contains(['/', '+', '#']) {
+        bad("mqtt.shared_group", "must not contain '/', '+' or '#'");
+    }
+    if cfg.mqtt.client_cert.is_some() != cfg.mqtt.client_key.is_some() {
+        bad("mqtt.client_key", "client_cert and client_key go together");
+    }
+    if cfg.mqtt.keep_alive_s < 5 {
+        bad("mqtt.keep_alive_s", "must be at least 5");
+    }
+    if cfg.http.max_body_bytes < 1024 {
+        bad("http.max_body_bytes", "must be at least 1024");
+    }
+    if cfg.ingest.max_batches_per_commit == 0 {
+        bad("ingest.max_batches_per_commit", "must be at least 1");
+    }
+    if cfg.ingest.max_payload_bytes < 1024 {
+        bad("ingest.max_payload_bytes", "must be at least 1024");
+    }
+    if cfg.metrics.indicator_refresh_s == 0 {
+        bad("metrics.indicator_refresh_s", "must be at least 1");
+    }
+    out
+}
+
+impl GatewayConfig {
+    /// The store URL, defaulting to SQLite under the data directory.
+    pub fn store_url(&self) -> String {
+        self.store.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.gateway.data_dir.join("gateway.db").display()
+            )
+        })
+    }
+}

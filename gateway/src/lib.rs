@@ -1,0 +1,30 @@
+//! `shopfloor-gateway`: verified ingest of agents' signed batches, storage (SQLite or
+//! PostgreSQL), roll-ups, indicators and assessments through the shared engine, the REST API and
+//! Prometheus metrics. Map and invariants: docs/ARCHITECTURE.md.
+//!
+//! - [`config`]: the configuration file, validated before anything binds;
+//! - [`model`], [`registry`]: entities, agents, products, targets (files and API, audited);
+//! - [`db`]: the two concrete stores behind one enum;
+//! - [`ingest`], [`mqtt`], [`broker`]: verify, dedupe, commit, then acknowledge;
+//! - [`rollup`]: dirty ranges → minute/hour/day/month buckets, recomputed on late data;
+//! - [`evidence`], [`indicators`]: evidence files from roll-ups, and the engine on them;
+//! - [`inputs`]: economic inputs (API, CSV, XLSX);
+//! - [`api`], [`auth`]: the REST API with roles, OpenAPI; [`metrics`]: /metrics;
+//! - [`run`]: wiring; [`calc`]: the auditor's recompute command.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod calc;
+pub mod config;
+pub mod db;
+pub mod evidence;
+pub mod indicators;
+pub mod ingest;
+pub mod inputs;
+pub mod metrics;
+pub mod model;
+pub mod mqtt;
+pub mod registry;
+pub mod rollup;
+pub mod run;
