@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use shopfloor_core::evidence::{Baseline, Certification, Control, IndustryMode};
+use shopfloor_core::targets::Target;
 
 pub const KIND_ENTITY: &str = "entity";
 pub const KIND_AGENT: &str = "agent";
@@ -173,4 +174,14 @@ impl Role {
             .into_iter()
             .find(|r| r.as_str() == s)
     }
+}
+
+/// The whole registry at one moment, as the ingest, evidence and API code read it (rebuilt
+/// after every change; readers hold an `Arc` to a consistent snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub entities: BTreeMap<String, Entity>,
+    pub agents: BTreeMap<String, Agent>,
+    pub products: BTreeMap<String, Product>,
+    pub targets: Vec<Target>,
 }

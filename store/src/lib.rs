@@ -302,7 +302,11 @@ pub struct ActivityBucket {
     pub device: String,
     pub gran: Gran,
     pub bucket: Ms,
+    /// Samples, state intervals, readings and link events of the device in the bucket.
     pub samples: i64,
+    /// Distinct points that delivered a sample or reading in the bucket (coarser buckets: the
+    /// maximum over their parts).
+    pub points: i64,
 }
 
 /// One recomputation: replace these buckets (all rows of each `(device, gran, bucket)` named in
