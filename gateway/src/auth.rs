@@ -1,1 +1,351 @@
-//! (being written)
+//! API tokens and roles. A token is `sfk_` followed by 32 random bytes in unpadded base64url
+//! (from the OS's randomness); only its SHA-256 (64 lowercase hex) is stored, with a name and
+//! a [`Role`]. Requests carry it as `Authorization: Bearer <token>`.
+//!
+//! Invariants:
+//! - A token is shown exactly once, when created ([`create_token`]); it cannot be read back.
+//! - Missing, malformed, unknown and revoked tokens are all 401; a valid token whose role
+//!   lacks the route's [`Permission`] is 403 naming the roles that have it. The role table
+//!   ([`allows`]) is the only place that decides.
+//! - Token creation and revocation are audited by the store (`token`, with the hash, never the
+//!   token).
+//! - A lookup is by the hash of a 256-bit random value: a wrong guess learns nothing useful
+//!   from timing.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use shopfloor_store::{Store, StoreError, TokenRow};
+
+use crate::db::Db;
+use crate::model::Role;
+
+/// Prefix of every token (easy to spot in logs and secret scanners).
+pub const TOKEN_PREFIX: &str = "sfk_";
+/// Random bytes per token.
+const TOKEN_BYTES: usize = 32;
+/// Length of a token's text: prefix + 43 base64url characters.
+const TOKEN_LEN: usize = 4 + 43;
+
+/// What a route needs. Each route of the API names one (or none: public).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Entities, indicators, series, assessments.
+    Read,
+    /// Agents and their ingest state (chain heads, gaps, forks).
+    Agents,
+    /// The quarantine list.
+    Quarantine,
+    /// Registry documents (entities, agents, products, targets).
+    RegistryRead,
+    RegistryWrite,
+    /// Economic input history.
+    InputsRead,
+    /// Economic inputs (JSON, CSV, XLSX).
+    InputsWrite,
+    /// Evidence files.
+    Evidence,
+    /// The audit log.
+    Audit,
+    /// Creating, listing and revoking tokens.
+    Tokens,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 10] = [
+        Permission::Read,
+        Permission::Agents,
+        Permission::Quarantine,
+        Permission::RegistryRead,
+        Permission::RegistryWrite,
+        Permission::InputsRead,
+        Permission::InputsWrite,
+        Permission::Evidence,
+        Permission::Audit,
+        Permission::Tokens,
+    ];
+
+    /// The roles that have this permission, least privileged first.
+    pub fn roles(self) -> Vec<Role> {
+        ROLES.into_iter().filter(|r| allows(*r, self)).collect()
+    }
+}
+
+pub const ROLES: [Role; 4] = [Role::Viewer, Role::Engineer, Role::Auditor, Role::Admin];
+
+/// The role table. Viewer: read. Engineer: viewer + agents, quarantine, registry read, inputs
+/// read and write. Auditor: viewer + evidence, audit log, quarantine, registry read, inputs
+/// read; never writes. Admin: everything.
+pub fn allows(role: Role, p: Permission) -> bool {
+    use Permission::*;
+    match role {
+        Role::Admin => true,
+        Role::Viewer => p == Read,
+        Role::Engineer => matches!(
+            p,
+            Read | Agents | Quarantine | RegistryRead | InputsRead | InputsWrite
+        ),
+        Role::Auditor => matches!(
+            p,
+            Read | Evidence | Audit | Quarantine | RegistryRead | InputsRead
+        ),
+    }
+}
+
+/// Who made a request: the token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// The actor recorded in audit entries: `token:<name>`.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.name)
+    }
+}
+
+/// Why a request is not allowed.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header (401).
+    Missing,
+    /// Malformed, unknown or revoked (401).
+    Invalid,
+    /// The role lacks the permission (403).
+    Forbidden {
+        needs: Permission,
+        has: Role,
+    },
+    Store(StoreError),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Missing => f.write_str(
+                "authorization: missing; send \"Authorization: Bearer <token>\" (tokens: \
+                 shopfloor-gateway token add)",
+            ),
+            AuthError::Invalid => f.write_str("authorization: unknown or revoked token"),
+            AuthError::Forbidden { needs, has } => {
+                let roles: Vec<&str> = needs.roles().iter().map(|r| r.as_str()).collect();
+                write!(
+                    f,
+                    "role: requires {}; this token's role is {}",
+                    roles.join(" or "),
+                    has.as_str()
+                )
+            }
+            AuthError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// SHA-256 of a token, 64 lowercase hex (what the store keeps).
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token.
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Whether `text` has the shape of a token (checked before any database lookup).
+pub fn looks_like_token(text: &str) -> bool {
+    text.len() == TOKEN_LEN
+        && text.starts_with(TOKEN_PREFIX)
+        && text[TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The token of an `Authorization` header value (`Bearer <token>`, scheme case-insensitive).
+pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+    let h = header.ok_or(AuthError::Missing)?.trim();
+    let (scheme, rest) = h.split_once(' ').ok_or(AuthError::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Missing);
+    }
+    Ok(rest.trim())
+}
+
+/// Resolves an `Authorization` header to the principal (no permission check).
+pub async fn authenticate(db: &Db, header: Option<&str>) -> Result<Principal, AuthError> {
+    let token = bearer(header)?;
+    if !looks_like_token(token) {
+        return Err(AuthError::Invalid);
+    }
+    let row = db
+        .token_by_hash(&hash_token(token))
+        .await
+        .map_err(AuthError::Store)?
+        .ok_or(AuthError::Invalid)?;
+    if row.revoked_at.is_some() {
+        return Err(AuthError::Invalid);
+    }
+    let role = Role::parse(&row.role).ok_or_else(|| {
+        AuthError::Store(StoreError::Corrupt(format!(
+            "token {} has unknown role {:?}",
+            row.name, row.role
+        )))
+    })?;
+    Ok(Principal {
+        name: row.name,
+        role,
+    })
+}
+
+/// Resolves the header and checks the permission.
+pub async fn authorize(
+    db: &Db,
+    header: Option<&str>,
+    needs: Permission,
+) -> Result<Principal, AuthError> {
+    let p = authenticate(db, header).await?;
+    if allows(p.role, needs) {
+        Ok(p)
+    } else {
+        Err(AuthError::Forbidden { needs, has: p.role })
+    }
+}
+
+/// Why a token cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("name: {0}")]
+    BadName(String),
+    #[error("name: an active token named {0:?} exists; revoke it first or choose another name")]
+    Exists(String),
+    #[error("cannot get random bytes from the operating system: {0}")]
+    Random(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// A token name: 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1–64 characters".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("may contain A-Z, a-z, 0-9, '.', '_' and '-' only".into());
+    }
+    Ok(())
+}
+
+/// Creates a token named `name` with `role` (audited with `actor`) and returns it: the only
+/// time it is visible. A name may be reused once the token that had it is revoked.
+pub async fn create_token(
+    db: &Db,
+    name: &str,
+    role: Role,
+    actor: &str,
+) -> Result<String, TokenError> {
+    check_token_name(name).map_err(TokenError::BadName)?;
+    if db
+        .tokens()
+        .await?
+        .iter()
+        .any(|t| t.name == name && t.revoked_at.is_none())
+    {
+        return Err(TokenError::Exists(name.into()));
+    }
+    let token = generate_token().map_err(|e| TokenError::Random(e.to_string()))?;
+    db.token_add(&TokenRow {
+        name: name.into(),
+        role: role.as_str().into(),
+        hash: hash_token(&token),
+        created_at: jiff::Timestamp::now().as_millisecond(),
+        created_by: actor.into(),
+        revoked_at: None,
+    })
+    .await?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_the_documented_shape() {
+        let a = generate_token().unwrap();
+        let b = generate_token().unwrap();
+        assert_ne!(a, b);
+        assert!(looks_like_token(&a), "{a}");
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), hash_token(&b));
+        assert!(!looks_like_token("sfk_short"));
+        assert!(!looks_like_token(&a.replace("sfk_", "xyz_")));
+        assert!(!looks_like_token(&format!("{}'", &a[..TOKEN_LEN - 1])));
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert!(matches!(bearer(None), Err(AuthError::Missing)));
+        assert!(matches!(bearer(Some("Basic abc")), Err(AuthError::Missing)));
+        assert!(matches!(bearer(Some("Bearer")), Err(AuthError::Invalid)));
+        assert_eq!(bearer(Some("bearer  sfk_x ")).unwrap(), "sfk_x");
+    }
+
+    #[test]
+    fn role_table() {
+        use Permission::*;
+        let has = |r: Role| -> Vec<Permission> {
+            Permission::ALL
+                .into_iter()
+                .filter(|p| allows(r, *p))
+                .collect()
+        };
+        assert_eq!(has(Role::Viewer), vec![Read]);
+        assert_eq!(
+            has(Role::Engineer),
+            vec![
+                Read,
+                Agents,
+                Quarantine,
+                RegistryRead,
+                InputsRead,
+                InputsWrite
+            ]
+        );
+        assert_eq!(
+            has(Role::Auditor),
+            vec![Read, Quarantine, RegistryRead, InputsRead, Evidence, Audit]
+        );
+        assert_eq!(has(Role::Admin), Permission::ALL.to_vec());
+        // Auditors never write.
+        for p in [RegistryWrite, InputsWrite, Tokens] {
+            assert!(!allows(Role::Auditor, p));
+        }
+        assert_eq!(
+            AuthError::Forbidden {
+                needs: Evidence,
+                has: Role::Engineer
+            }
+            .to_string(),
+            "role: requires auditor or admin; this token's role is engineer"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_token_name("ci-bot.1").is_ok());
+        assert!(check_token_name("").is_err());
+        assert!(check_token_name("a b").is_err());
+        assert!(check_token_name(&"x".repeat(65)).is_err());
+    }
+}
