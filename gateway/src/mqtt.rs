@@ -20,7 +20,14 @@
 //!   when the group is empty or the broker is the embedded one, see [`crate::broker`]) and
 //!   `<prefix>/+/status`; renewed after every CONNACK without a session;
 //! - reconnects back off exponentially (200 ms doubling to 10 s; rumqttc itself would retry
-//!   at once);
+//!   at once); the delay starts again from 200 ms only after a connection that lasted 10 s, so
+//!   two replicas misconfigured with one `gateway.id` (the broker hands the session to the
+//!   newer connection) do not fight in a tight loop, and the log says so;
+//! - broker requirements: a persistent session keeps what arrives while the gateway is away,
+//!   but only as much as the broker is configured to queue. Mosquitto's default
+//!   `max_queued_messages 1000` drops batches beyond that (the agents already have their
+//!   PUBACK and deleted them): set `max_queued_messages 0` (or a bound sized for the longest
+//!   gateway outage) and `persistence true`;
 //! - the incoming packet limit is the protocol's maximum, so an oversized batch is received and
 //!   quarantined (`too_large`) instead of breaking the connection in a redelivery loop;
 //! - the last status message (retained birth / will) per agent is kept in memory for the API
@@ -51,9 +58,11 @@ const MAX_OUTGOING: usize = 64 * 1024;
 pub const MAX_STATUS_AGENTS: usize = 10_000;
 /// Largest status payload kept.
 pub const MAX_STATUS_BYTES: usize = 4096;
-/// Reconnect backoff.
+/// Reconnect backoff; it starts again from the minimum only after a connection that lasted
+/// [`STABLE`].
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const STABLE: Duration = Duration::from_secs(10);
 /// rumqttc request queue (subscriptions, acks).
 const REQUEST_CAPACITY: usize = 1024;
 
@@ -357,6 +366,7 @@ fn spawn_poller(
     tokio::spawn(async move {
         let mut delay = BACKOFF_MIN;
         let mut connected = false;
+        let mut since = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 break;
@@ -371,21 +381,33 @@ fn spawn_poller(
             match ev {
                 Ok(e) => {
                     if matches!(e, Event::Incoming(Packet::ConnAck(_))) {
-                        delay = BACKOFF_MIN;
                         connected = true;
+                        since = tokio::time::Instant::now();
                     }
                     if tx.send(LoopEvent::Mqtt(e)).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    connected = false;
-                    let text = match &e {
+                    let mut text = match &e {
                         ConnectionError::ConnectionRefused(code) => {
                             format!("the broker refused the connection: {code:?}")
                         }
                         other => other.to_string(),
                     };
+                    if connected {
+                        if since.elapsed() >= STABLE {
+                            delay = BACKOFF_MIN;
+                        } else {
+                            // Lost right after connecting: keep backing off, so two clients
+                            // with one id do not take the session from each other in a loop.
+                            text.push_str(
+                                " (lost soon after connecting: does another gateway use the \
+                                 same gateway.id?)",
+                            );
+                        }
+                    }
+                    connected = false;
                     if tx.send(LoopEvent::Down(text)).is_err() {
                         return;
                     }

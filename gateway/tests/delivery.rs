@@ -161,8 +161,23 @@ async fn two_replicas_on_a_shared_subscription_store_every_batch_once() {
     store.cleanup().await;
 }
 
-/// Runs the gateway binary, SIGKILLs it while a publisher is sending, restarts it.
-async fn sigkill_during_ingest(store: TestStore, port: u16) {
+/// A child process killed when dropped, so a failing test leaves no gateway behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the gateway binary, SIGKILLs it while a publisher is sending, restarts it. The broker
+/// is a private Mosquitto with persistence and an unbounded session queue, as deploy/
+/// configures it: the shared one keeps Mosquitto's default of at most 1,000 queued messages per
+/// offline session and drops the rest, which no gateway can undo.
+async fn sigkill_during_ingest(store: TestStore, _shared_port: u16) {
+    let broker = agent::Mosquitto::start(free_port(), true).expect("the mosquitto binary");
+    let port = broker.port;
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("kill");
     let mut signer = Signer::new(AGENT, new_key());
@@ -178,6 +193,7 @@ async fn sigkill_during_ingest(store: TestStore, port: u16) {
             .arg(&config)
             .env("RUST_LOG", "warn")
             .spawn()
+            .map(Child)
             .unwrap()
     };
     let mut child = spawn();
@@ -205,18 +221,17 @@ async fn sigkill_during_ingest(store: TestStore, port: u16) {
         let prefix = prefix.clone();
         async move { publish_all(port, &prefix, AGENT, payloads).await }
     });
-    wait_stored(&db, 200, Duration::from_secs(60)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    wait_stored(&db, 200, Duration::from_secs(120)).await;
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     let at_kill = db.agent_heads().await.unwrap()[0].batches;
     eprintln!("killed the gateway with {at_kill} of {n} batches stored");
     assert!(at_kill < n, "the kill happened during ingest");
-    let mut child = spawn();
+    let _child = spawn();
     publisher.await.unwrap();
     wait_stored(&db, n, Duration::from_secs(180)).await;
     assert_exactly_once(&db, n, base).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(_child);
     store.cleanup().await;
 }
 

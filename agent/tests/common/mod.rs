@@ -96,7 +96,10 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmessage_size_limit 16777216\n"
+            // max_queued_messages 0: a persistent session's queue is unbounded (Mosquitto's
+            // default of 1000 drops QoS 1 messages for a subscriber that is away longer), as
+            // deploy/ recommends for the gateway's broker.
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmax_queued_messages 0\nmessage_size_limit 16777216\n"
         );
         if persistent {
             text += &format!(
