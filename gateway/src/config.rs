@@ -377,16 +377,15 @@ pub fn validate(cfg: &GatewayConfig, file: &str) -> Vec<ConfigError> {
             "not an IANA time zone name (e.g. Asia/Shanghai)",
         );
     }
-    if let Some(url) = &cfg.store.url {
-        if !(url.starts_with("sqlite:")
+    if let Some(url) = &cfg.store.url
+        && !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
-        {
-            bad(
-                "store.url",
-                "must start with sqlite:, postgres:// or postgresql://",
-            );
-        }
+    {
+        bad(
+            "store.url",
+            "must start with sqlite:, postgres:// or postgresql://",
+        );
     }
     if cfg.store.max_connections == Some(0) {
         bad("store.max_connections", "must be at least 1");

@@ -18,7 +18,9 @@
 //!   acknowledged before its commit), so keep-alives keep flowing while the store is slow;
 //! - subscriptions (QoS 1): `$share/<shared_group>/<prefix>/+/batch` (plain `<prefix>/+/batch`
 //!   when the group is empty or the broker is the embedded one, see [`crate::broker`]) and
-//!   `<prefix>/+/status`; renewed after every CONNACK without a session;
+//!   `<prefix>/+/status`; renewed after every CONNACK, also when the broker kept the session
+//!   (it may hold the subscriptions of an earlier configuration; subscribing again is
+//!   idempotent, and what still arrives on an old prefix is quarantined as `bad_topic`);
 //! - reconnects back off exponentially (200 ms doubling to 10 s; rumqttc itself would retry
 //!   at once); the delay starts again from 200 ms only after a connection that lasted 10 s, so
 //!   two replicas misconfigured with one `gateway.id` (the broker hands the session to the

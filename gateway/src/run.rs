@@ -50,13 +50,12 @@ impl Running {
     /// Stops everything and waits (at most 10 s) for the tasks to finish.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        if let Some(m) = self.mqtt {
-            if tokio::time::timeout(Duration::from_secs(10), m.join())
+        if let Some(m) = self.mqtt
+            && tokio::time::timeout(Duration::from_secs(10), m.join())
                 .await
                 .is_err()
-            {
-                tracing::warn!("mqtt consumer did not stop in time");
-            }
+        {
+            tracing::warn!("mqtt consumer did not stop in time");
         }
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -219,8 +218,15 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
 
     // The embedded broker, then the ingest loop, then the consumer.
     if cfg.mqtt.embedded {
+        // start() probes the port for up to 10 s: off the async workers.
         #[cfg(feature = "embedded-broker")]
-        crate::broker::start(&cfg).map_err(RunError::Runtime)?;
+        {
+            let c = cfg.clone();
+            tokio::task::spawn_blocking(move || crate::broker::start(&c))
+                .await
+                .map_err(|e| RunError::Runtime(format!("embedded broker: {e}")))?
+                .map_err(RunError::Runtime)?;
+        }
         #[cfg(not(feature = "embedded-broker"))]
         return Err(RunError::Config(
             "mqtt.embedded: this build has no embedded broker; set an external mqtt.url".into(),

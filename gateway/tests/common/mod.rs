@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shopfloor_core::batch::{self, Contents};
 
+#[allow(unused_imports)]
 pub use agent::{free_port, unique, wait_until};
 
 pub const AGENT: &str = "w1-agent";
