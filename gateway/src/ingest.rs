@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use shopfloor_core::batch::{self, BatchError, Body, Opened, SampleValue};
+use shopfloor_core::batch::{self, BatchError, Body, SampleValue, VerifyingKey};
 use shopfloor_store::{
     Chain, DirtyRange, LinkRow, Ms, NewBatch, Outcome, QuarantineRow, ReadingRow, SampleRow,
     StateRow, Store,
@@ -83,12 +83,10 @@ pub const QUARANTINE_PAYLOAD_MAX: usize = 64 * 1024;
 
 // --- trust ---
 
-type Verifier = Arc<dyn Fn(&Opened) -> Result<(), BatchError> + Send + Sync>;
-
 /// One registered agent as ingest sees it.
 struct TrustedAgent {
-    /// Checks a signature with the registered key; `Err` names why the key is unusable.
-    verify: Result<Verifier, String>,
+    /// The registered key; `Err` names why it is unusable.
+    key: Result<VerifyingKey, String>,
     /// Entity paths whose devices the agent may report.
     scope: Vec<String>,
     revoked: bool,
@@ -122,11 +120,8 @@ impl Trust {
         let mut problems = Vec::new();
         let mut agents = BTreeMap::new();
         for (id, agent) in &snapshot.agents {
-            let verify = match batch::parse_public_key(&agent.public_key) {
-                Ok(key) => {
-                    let f: Verifier = Arc::new(move |opened: &Opened| opened.verify(&key));
-                    Ok(f)
-                }
+            let key = match batch::parse_public_key(&agent.public_key) {
+                Ok(key) => Ok(key),
                 Err(e) => {
                     let why = match e {
                         BatchError::BadKey(why) => why,
@@ -140,7 +135,7 @@ impl Trust {
             agents.insert(
                 id.clone(),
                 TrustedAgent {
-                    verify,
+                    key,
                     scope: agent.scope.clone(),
                     revoked: agent.revoked,
                 },
@@ -271,7 +266,7 @@ fn check_inner(
             format!("topic: agent {agent:?} is revoked in the registry"),
         ));
     }
-    let verify = trusted.verify.as_ref().map_err(|e| {
+    let key = trusted.key.as_ref().map_err(|e| {
         reject(
             UNKNOWN_AGENT,
             format!("registry: {e} (the agent is not trusted until its key is fixed)"),
@@ -295,7 +290,7 @@ fn check_inner(
             ),
         ));
     }
-    verify(&opened).map_err(|_| {
+    opened.verify(key).map_err(|_| {
         reject(
             BAD_SIGNATURE,
             format!(

@@ -336,8 +336,9 @@ pub fn state_fields(b: &StateBucket) -> [i64; 6] {
 
 /// The minute buckets of `device` for the minute-aligned range `[from, to)`, from a raw slice
 /// with the store's semantics (states overlapping the range; readings in it plus, per point, the
-/// last one before and the first one at or after it). Activity counts what the slice shows:
-/// readings (with their points) and non-offline state intervals per minute they overlap.
+/// last one before and the first one at or after it). Activity per minute: samples and link
+/// events (the slice's `activity`), readings, and non-offline state intervals per minute they
+/// overlap; `points` are the distinct sample and reading points.
 pub fn minute_buckets(device: &str, slice: &RawSlice, from: Ms, to: Ms) -> Buckets {
     let mut out = Buckets::default();
     let gran = Gran::Minute;
@@ -376,6 +377,16 @@ pub fn minute_buckets(device: &str, slice: &RawSlice, from: Ms, to: Ms) -> Bucke
         if ms.iter().any(|&x| x > 0) {
             out.states
                 .insert((device.to_owned(), gran, m), state_row(device, gran, m, ms));
+        }
+    }
+
+    for a in &slice.activity {
+        if a.minute >= from && a.minute < to {
+            let e = activity.entry(a.minute).or_default();
+            e.0 += a.count;
+            if !a.point.is_empty() {
+                e.1.insert(&a.point);
+            }
         }
     }
 
@@ -673,10 +684,7 @@ async fn stored(
     Ok(Buckets::from_rows(s, c, a))
 }
 
-/// Minute buckets of `[from, to)` from raw, in chunks, with the workaround for activity the raw
-/// slice cannot show (samples and link events): each minute without readings or state
-/// intervals is probed with its own slice when the chunk has data at all; such a minute gets
-/// one sample and no point.
+/// Minute buckets of `[from, to)` from raw, one slice per chunk.
 async fn minutes_from_raw(
     t: &mut Timed<'_>,
     device: &str,
@@ -689,35 +697,10 @@ async fn minutes_from_raw(
     while a < to {
         let b = (a + SLICE_MS).min(to);
         let slice = t.run(t.db.raw_slice(device, a, b)).await?;
-        let mut rows = minute_buckets(device, &slice, a, b);
-        if slice.any_data {
-            let mut m = a;
-            while m < b {
-                let k = (device.to_owned(), Gran::Minute, m);
-                // A minute with a state interval is not probed: the store's flag counts any
-                // overlapping interval (offline too), so it could not tell samples apart.
-                if !rows.activity.contains_key(&k) && !rows.states.contains_key(&k) {
-                    let probe = t.run(t.db.raw_slice(device, m, m + MINUTE)).await?;
-                    if probe.any_data {
-                        rows.activity.insert(
-                            k,
-                            ActivityBucket {
-                                device: device.to_owned(),
-                                gran: Gran::Minute,
-                                bucket: m,
-                                samples: 1,
-                                points: 0,
-                            },
-                        );
-                    }
-                }
-                m += MINUTE;
-            }
-        }
         if b == to {
             follow.extend(follow_minutes(&slice, to));
         }
-        out.extend(rows);
+        out.extend(minute_buckets(device, &slice, a, b));
         a = b;
     }
     Ok(out)
@@ -1036,6 +1019,7 @@ mod tests {
         RawSlice {
             states,
             readings,
+            activity: Vec::new(),
             any_data,
         }
     }
@@ -1050,6 +1034,32 @@ mod tests {
 
     fn ckey(m: Ms, role: &str) -> (String, Gran, Ms, String) {
         (D.to_owned(), Gran::Minute, T0 + m * MINUTE, role.to_owned())
+    }
+
+    #[test]
+    fn samples_and_links_count_as_activity_with_their_points() {
+        let act = |minute: Ms, point: &str, count: i64| shopfloor_store::MinuteActivity {
+            minute,
+            point: point.into(),
+            count,
+        };
+        let slice = RawSlice {
+            activity: vec![
+                act(T0, "spindle_speed", 3),
+                act(T0, "feed", 2),
+                act(T0 + MINUTE, "", 1),
+                act(T0 + 5 * MINUTE, "feed", 9), // outside the range: ignored
+            ],
+            any_data: true,
+            ..RawSlice::default()
+        };
+        let b = minute_buckets(D, &slice, T0, T0 + 2 * MINUTE);
+        let a0 = &b.activity[&key(0)];
+        assert_eq!((a0.samples, a0.points), (5, 2));
+        // A link event is activity without a point.
+        let a1 = &b.activity[&key(1)];
+        assert_eq!((a1.samples, a1.points), (1, 0));
+        assert_eq!(b.activity.len(), 2);
     }
 
     #[test]

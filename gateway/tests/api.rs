@@ -98,7 +98,7 @@ async fn start() -> Server {
     std::fs::create_dir_all(&reg_dir).unwrap();
     std::fs::write(reg_dir.join("entities.toml"), ENTITIES).unwrap();
     std::fs::write(reg_dir.join("products.toml"), PRODUCTS).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let key = shopfloor_core::batch::SigningKey::from_bytes(&[9u8; 32]);
     std::fs::write(
         reg_dir.join("agents.toml"),
         format!(

@@ -23,7 +23,7 @@ fn repo() -> PathBuf {
 
 /// A valid key (what `shopfloor-agent key show` prints).
 fn key() -> String {
-    let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let sk = shopfloor_core::batch::SigningKey::from_bytes(&[7u8; 32]);
     shopfloor_core::batch::public_key_text(&sk.verifying_key())
 }
 

@@ -108,38 +108,51 @@ pub(crate) async fn raw_slice(pool: &PgPool, device: &str, from: Ms, to: Ms) -> 
         })
         .collect();
 
+    // Samples per (minute, point): the device's points by index skipping, then one range
+    // scan per point; link events per minute.
+    let activity: Vec<MinuteActivity> = sqlx::query!(
+        r#"WITH RECURSIVE pts AS (
+               (SELECT point FROM samples WHERE device = $1 ORDER BY point LIMIT 1)
+               UNION ALL
+               SELECT nxt.point
+               FROM pts, LATERAL (
+                   SELECT s.point FROM samples s
+                   WHERE s.device = $1 AND s.point > pts.point
+                   ORDER BY s.point LIMIT 1
+               ) nxt
+           )
+           SELECT (x.t / 60000) * 60000 AS "minute!", pts.point AS "point!", COUNT(*) AS "count!"
+           FROM pts
+           JOIN samples x ON x.device = $1 AND x.point = pts.point AND x.t >= $2 AND x.t < $3
+           GROUP BY 1, 2
+           UNION ALL
+           SELECT (t / 60000) * 60000, ''::text, COUNT(*) FROM links
+           WHERE device = $1 AND t >= $2 AND t < $3
+           GROUP BY 1
+           ORDER BY 1, 2"#,
+        device,
+        from,
+        to,
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| MinuteActivity {
+        minute: r.minute,
+        point: r.point,
+        count: r.count,
+    })
+    .collect();
     let any_data = !states.is_empty()
-        || readings.iter().any(|r| (from..to).contains(&r.t))
-        || sqlx::query_scalar!(
-            r#"SELECT EXISTS (
-                   WITH RECURSIVE pts AS (
-                       (SELECT point FROM samples WHERE device = $1 ORDER BY point LIMIT 1)
-                       UNION ALL
-                       SELECT nxt.point
-                       FROM pts, LATERAL (
-                           SELECT s.point FROM samples s
-                           WHERE s.device = $1 AND s.point > pts.point
-                           ORDER BY s.point LIMIT 1
-                       ) nxt
-                   )
-                   SELECT 1 FROM pts
-                   WHERE EXISTS (SELECT 1 FROM samples
-                                 WHERE device = $1 AND point = pts.point AND t >= $2 AND t < $3)
-               ) OR EXISTS (
-                   SELECT 1 FROM links WHERE device = $1 AND t >= $2 AND t < $3
-               ) AS "any!""#,
-            device,
-            from,
-            to,
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
+        || !activity.is_empty()
+        || readings.iter().any(|r| (from..to).contains(&r.t));
 
     tx.commit().await.map_err(db)?;
     Ok(RawSlice {
         states,
         readings,
+        activity,
         any_data,
     })
 }

@@ -13,8 +13,8 @@
 //!   `from <= t < to`, or one of its state intervals overlaps `[from, to)`.
 
 use shopfloor_store::{
-    ActivityBucket, CounterBucket, DeviceFilter, DirtyEntry, DirtyRange, Gran, Ms, RawSlice,
-    ReadingRow, Result, RollupUpdate, StateBucket, StateRow,
+    ActivityBucket, CounterBucket, DeviceFilter, DirtyEntry, DirtyRange, Gran, MinuteActivity, Ms,
+    RawSlice, ReadingRow, Result, RollupUpdate, StateBucket, StateRow,
 };
 
 use crate::{SqliteStore, bounds, db};
@@ -103,27 +103,38 @@ pub(crate) async fn raw_slice(
             rollover: r.rollover,
         })
         .collect();
-    let mut any_data = !states.is_empty() || readings.iter().any(|r| r.t >= from && r.t < to);
-    if !any_data {
-        any_data = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM sample_points AS p
-                              CROSS JOIN samples AS s ON s.device = p.device AND s.point = p.point
-                                   AND s.t >= ?2 AND s.t < ?3
-                              WHERE p.device = ?1)
-                   OR EXISTS (SELECT 1 FROM links WHERE device = ?1 AND t >= ?2 AND t < ?3)
-               AS "any!: bool""#,
-            device,
-            from,
-            to
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("raw_slice: samples"))?;
-    }
+    // Samples per (minute, point), each series a seek in samples via sample_points, and link
+    // events per minute.
+    let activity: Vec<MinuteActivity> = sqlx::query!(
+        r#"SELECT (s.t / 60000) * 60000 AS "minute!: i64", s.point AS "point!", COUNT(*) AS "count!: i64"
+           FROM sample_points AS p
+           CROSS JOIN samples AS s ON s.device = p.device AND s.point = p.point
+                AND s.t >= ?2 AND s.t < ?3
+           WHERE p.device = ?1
+           GROUP BY 1, 2
+           UNION ALL
+           SELECT (t / 60000) * 60000, '', COUNT(*) FROM links
+           WHERE device = ?1 AND t >= ?2 AND t < ?3
+           GROUP BY 1
+           ORDER BY 1, 2"#,
+        device,
+        from,
+        to
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db("raw_slice: activity"))?
+    .into_iter()
+    .map(|r| MinuteActivity { minute: r.minute, point: r.point, count: r.count })
+    .collect();
+    let any_data = !states.is_empty()
+        || !activity.is_empty()
+        || readings.iter().any(|r| r.t >= from && r.t < to);
     tx.commit().await.map_err(db("raw_slice"))?;
     Ok(RawSlice {
         states,
         readings,
+        activity,
         any_data,
     })
 }

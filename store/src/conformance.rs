@@ -8,8 +8,8 @@
 
 use crate::{
     ActivityBucket, AuditEntry, AuditFilter, Chain, CounterBucket, DeviceFilter, DirtyRange, Gran,
-    InputsRecord, LinkRow, Ms, NewBatch, Outcome, QuarantineRow, ReadingRow, RegistryItem,
-    Retained, RollupUpdate, SampleRow, StateBucket, StateRow, Store, TokenRow,
+    InputsRecord, LinkRow, MinuteActivity, Ms, NewBatch, Outcome, QuarantineRow, ReadingRow,
+    RegistryItem, Retained, RollupUpdate, SampleRow, StateBucket, StateRow, Store, TokenRow,
 };
 use serde_json::json;
 
@@ -1419,6 +1419,39 @@ async fn raw_slices<S: Store>(store: &S) {
     check(
         slice.any_data,
         "raw_slice: any_data with data in the window",
+    );
+    let mut counts: std::collections::BTreeMap<(Ms, String), i64> = Default::default();
+    for b in [1, 2, 3, 4, 5].into_iter().map(batch_a) {
+        let samples = b
+            .samples
+            .iter()
+            .filter(|x| x.device == CNC1)
+            .map(|x| (x.t, x.point.clone()));
+        let links = b
+            .links
+            .iter()
+            .filter(|x| x.device == CNC1)
+            .map(|x| (x.t, String::new()));
+        for (t, point) in samples.chain(links).filter(|(t, _)| (from..to).contains(t)) {
+            *counts.entry((t - t.rem_euclid(60_000), point)).or_default() += 1;
+        }
+    }
+    let want: Vec<MinuteActivity> = counts
+        .into_iter()
+        .map(|((minute, point), count)| MinuteActivity {
+            minute,
+            point,
+            count,
+        })
+        .collect();
+    check(
+        !want.is_empty(),
+        "raw_slice: the fixture has samples in the window",
+    );
+    same(
+        slice.activity,
+        want,
+        "raw_slice: samples and link events per (minute, point), ordered by (minute, point)",
     );
 
     // Partially overlapping states at both ends.

@@ -261,8 +261,21 @@ pub struct RawSlice {
     /// Readings with `from <= t < to`, plus, per (role, point), the last reading before `from`
     /// and the first reading at or after `to`; ordered by (role, point, t).
     pub readings: Vec<ReadingRow>,
+    /// Samples and link events of the device with `from <= t < to`, counted per minute and
+    /// point (`""` for link events), ordered by (minute, point): the roll-up's activity.
+    pub activity: Vec<MinuteActivity>,
     /// Whether any sample, state, reading or link of the device lies in `[from, to)`.
     pub any_data: bool,
+}
+
+/// How many samples of one point (or, with point `""`, link events) a device delivered in one
+/// minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteActivity {
+    /// Minute start (a multiple of 60 000 ms).
+    pub minute: Ms,
+    pub point: String,
+    pub count: i64,
 }
 
 /// Milliseconds per state in one bucket of one device (time no interval covers is not here;

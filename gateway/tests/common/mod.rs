@@ -333,13 +333,13 @@ pub fn assert_same_values(entity: &str, api: &Value, calc: &serde_json::Map<Stri
 /// Plays an agent: seals consecutive batches with its key.
 pub struct Signer {
     pub agent: String,
-    key: ed25519_dalek::SigningKey,
+    key: shopfloor_core::batch::SigningKey,
     pub seq: u64,
     prev: String,
 }
 
 impl Signer {
-    pub fn new(agent: &str, key: ed25519_dalek::SigningKey) -> Signer {
+    pub fn new(agent: &str, key: shopfloor_core::batch::SigningKey) -> Signer {
         Signer {
             agent: agent.into(),
             key,
@@ -371,7 +371,7 @@ impl Signer {
 }
 
 /// A fresh Ed25519 key from OS randomness (as the agent makes one).
-pub fn new_key() -> ed25519_dalek::SigningKey {
+pub fn new_key() -> shopfloor_core::batch::SigningKey {
     let dir = tempfile::tempdir().unwrap();
     shopfloor_agent::identity::load_or_create(dir.path()).unwrap()
 }
