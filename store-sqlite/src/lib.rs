@@ -89,6 +89,20 @@ use sqlx::{Sqlite, Transaction};
 /// The schema, embedded at compile time and applied by [`SqliteStore::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Takes the exclusive lock on `<database>.open-lock` (created if missing), waiting for
+/// another process that holds it; released when the file is dropped.
+fn open_lock(db: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".open-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(name))?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Read connections: enough for the API, the roll-up worker and a purge scan at once on a
 /// small box.
 const READERS: u32 = 4;
@@ -134,6 +148,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full);
         let cannot_open =
             |e: sqlx::Error| StoreError::Db(format!("{shown}: cannot open: {}", describe(&e)));
+        // Neither creating a database and switching it to WAL nor sqlx's SQLite migrator is
+        // safe against another process doing the same at that moment (the gateway starting
+        // while `token add` runs, say): one of them fails with "database is locked" or "table
+        // already exists". A lock file beside the database serialises the opens; it is held
+        // until the migrations are done (milliseconds, once per open).
+        let lock = open_lock(base.get_filename()).map_err(|e| {
+            StoreError::Db(format!(
+                "{shown}: cannot open: {e} (check that the directory exists and the gateway \
+                     may write there)"
+            ))
+        })?;
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -147,7 +172,9 @@ impl SqliteStore {
             write.close().await;
             return Err(e);
         }
-        if let Err(e) = MIGRATOR.run(&write).await {
+        let migrated = MIGRATOR.run(&write).await;
+        drop(lock);
+        if let Err(e) = migrated {
             write.close().await;
             return Err(StoreError::Migration(format!("{shown}: {e}")));
         }

@@ -268,3 +268,25 @@ async fn ingest_throughput() {
     );
     store.close().await;
 }
+
+/// Two processes (here: two opens at once) creating the same new database both succeed: the
+/// migrations run once, under the lock file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_opens_of_a_new_database_both_succeed() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let url = url.clone();
+                async move { SqliteStore::open(&url).await }
+            }),
+            tokio::spawn({
+                let url = url.clone();
+                async move { SqliteStore::open(&url).await }
+            })
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.is_ok() && b.is_ok(), "round {round}: {a:?} / {b:?}");
+    }
+}
