@@ -28,7 +28,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -39,12 +39,14 @@ use shopfloor_store::{
 };
 
 use crate::auth::{self, AuthError, Permission, Principal, TokenError};
+use crate::dashboard;
 use crate::db::Db;
 use crate::indicators::{self, QueryError};
 use crate::inputs::{self, InputsError, Loc};
 use crate::metrics::Metrics;
 use crate::model::{EconomicInputs, Entity, EntityKind, Role, Snapshot};
 use crate::registry::{self, Registry, RegistryError};
+use crate::report;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -110,6 +112,7 @@ enum Op {
     Series,
     Assessment,
     Evidence,
+    Report,
     InputsPost,
     InputsImport,
     InputsHistory,
@@ -123,6 +126,11 @@ enum Op {
     TokensList,
     TokensCreate,
     TokensRevoke,
+    Session,
+    Overview,
+    Timeline,
+    Live,
+    Events,
 }
 
 /// One operation of the API.
@@ -177,6 +185,35 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         Get,
+        "/api/v1/session",
+        "/api/v1/session",
+        Some(P::Read),
+        Op::Session,
+    ),
+    route(
+        Get,
+        "/api/v1/overview",
+        "/api/v1/overview",
+        Some(P::Read),
+        Op::Overview,
+    ),
+    route(
+        Get,
+        "/api/v1/timeline",
+        "/api/v1/timeline",
+        Some(P::Read),
+        Op::Timeline,
+    ),
+    route(Get, "/api/v1/live", "/api/v1/live", Some(P::Read), Op::Live),
+    route(
+        Get,
+        "/api/v1/events",
+        "/api/v1/events",
+        Some(P::Read),
+        Op::Events,
+    ),
+    route(
+        Get,
         "/api/v1/indicators",
         "/api/v1/indicators",
         Some(P::Read),
@@ -202,6 +239,13 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/evidence",
         Some(P::Evidence),
         Op::Evidence,
+    ),
+    route(
+        Get,
+        "/api/v1/reports",
+        "/api/v1/reports",
+        Some(P::Evidence),
+        Op::Report,
     ),
     route(
         Post,
@@ -306,6 +350,7 @@ fn handler(op: Op, f: MethodFilter) -> MethodRouter<AppState> {
         Op::Series => on(f, series),
         Op::Assessment => on(f, assessment),
         Op::Evidence => on(f, evidence),
+        Op::Report => on(f, report),
         Op::InputsPost => on(f, inputs_post),
         Op::InputsImport => on(f, inputs_import),
         Op::InputsHistory => on(f, inputs_history),
@@ -319,6 +364,11 @@ fn handler(op: Op, f: MethodFilter) -> MethodRouter<AppState> {
         Op::TokensList => on(f, tokens_list),
         Op::TokensCreate => on(f, tokens_create),
         Op::TokensRevoke => on(f, tokens_revoke),
+        Op::Session => on(f, dashboard::session),
+        Op::Overview => on(f, dashboard::overview),
+        Op::Timeline => on(f, dashboard::timeline),
+        Op::Live => on(f, dashboard::live),
+        Op::Events => on(f, dashboard::events),
     }
 }
 
@@ -336,6 +386,22 @@ pub fn router(state: AppState) -> Router {
             handler(rt.op, rt.verb.filter()).layer(middleware::from_fn_with_state(guard, guarded)),
         );
     }
+    // The dashboard's page and assets: public (the login page must load without a token).
+    r = r
+        .route(
+            "/",
+            get(dashboard::index).layer(middleware::map_response(|mut r: Response| async {
+                r.extensions_mut().insert(RouteLabel("/"));
+                r
+            })),
+        )
+        .route(
+            "/assets/{*file}",
+            get(dashboard::asset).layer(middleware::map_response(|mut r: Response| async {
+                r.extensions_mut().insert(RouteLabel("/assets/{file}"));
+                r
+            })),
+        );
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -403,7 +469,7 @@ async fn guarded(State(g): State<Guard>, mut req: Request, next: Next) -> Respon
 
 /// The authenticated caller of a guarded route.
 #[derive(Debug, Clone)]
-struct Caller(Principal);
+pub(crate) struct Caller(pub(crate) Principal);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -447,14 +513,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             messages: vec![message.into()],
         }
     }
 
-    fn bad(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn bad(field: &str, reason: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {reason}"))
     }
 
@@ -467,7 +533,7 @@ impl ApiError {
     }
 
     /// A storage failure: logged with its detail, answered generically.
-    fn store(e: &dyn std::fmt::Display) -> ApiError {
+    pub(crate) fn store(e: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(message = "API request failed in storage", error = %e);
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -574,7 +640,7 @@ impl From<PathRejection> for ApiError {
 
 /// The query parameters of a request, in order.
 #[derive(Debug, Clone, Default)]
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
@@ -588,7 +654,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
 impl Params {
     /// Rejects parameters not in `allowed` and parameters given twice.
-    fn allow(&self, allowed: &[&str]) -> Result<(), ApiError> {
+    pub(crate) fn allow(&self, allowed: &[&str]) -> Result<(), ApiError> {
         let mut seen = BTreeSet::new();
         for (k, _) in &self.0 {
             let shown: String = k.chars().take(40).filter(|c| !c.is_control()).collect();
@@ -610,7 +676,7 @@ impl Params {
         Ok(())
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(key, _)| key == k)
@@ -618,7 +684,7 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn required(&self, k: &str) -> Result<&str, ApiError> {
+    pub(crate) fn required(&self, k: &str) -> Result<&str, ApiError> {
         self.get(k).ok_or_else(|| ApiError::bad(k, "required"))
     }
 
@@ -717,7 +783,11 @@ fn time(ms: Ms, tz: &jiff::tz::TimeZone) -> Value {
 }
 
 /// `entity`, `from`, `to` of an indicator query: a registered entity and `from < to`.
-fn period(s: &AppState, p: &Params, snap: &Snapshot) -> Result<(String, Ms, Ms), ApiError> {
+pub(crate) fn period(
+    s: &AppState,
+    p: &Params,
+    snap: &Snapshot,
+) -> Result<(String, Ms, Ms), ApiError> {
     let entity = p.required("entity")?;
     registry::check_entity_path(entity).map_err(|r| ApiError::bad("entity", r))?;
     if !snap.entities.contains_key(entity) {
@@ -735,9 +805,9 @@ fn period(s: &AppState, p: &Params, snap: &Snapshot) -> Result<(String, Ms, Ms),
 }
 
 type Body = Result<Bytes, BytesRejection>;
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn ok(v: Value) -> ApiResult {
+pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
@@ -921,6 +991,40 @@ async fn evidence(State(s): State<AppState>, p: Params) -> ApiResult {
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/reports?entity=&from=&to=&format=html|xlsx|csv|json&lang=zh-CN|en`: the
+/// auditor's period report (docs/REPORTS.md), as a download.
+async fn report(State(s): State<AppState>, p: Params) -> ApiResult {
+    p.allow(&["entity", "from", "to", "format", "lang"])?;
+    let snap = s.registry.snapshot();
+    let (entity, from, to) = period(&s, &p, &snap)?;
+    let format = match p.get("format") {
+        None => report::Format::Html,
+        Some(f) => report::Format::parse(f)
+            .ok_or_else(|| ApiError::bad("format", "must be one of html, xlsx, csv, json"))?,
+    };
+    let lang = match p.get("lang") {
+        None => report::Lang::ZhCn,
+        Some(l) => {
+            report::Lang::parse(l).ok_or_else(|| ApiError::bad("lang", "must be zh-CN or en"))?
+        }
+    };
+    let r = report::render(&s.db, &snap, &s.tz, &entity, from, to, format, lang).await?;
+    // File names are ASCII (entity paths are `a-z 0-9 _ - /`).
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", r.file_name))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(r.content_type),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        r.bytes,
     )
         .into_response())
 }

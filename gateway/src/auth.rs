@@ -67,6 +67,22 @@ impl Permission {
         Permission::Tokens,
     ];
 
+    /// Stable name (`read`, `inputs_write`, …), as the session endpoint reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Agents => "agents",
+            Permission::Quarantine => "quarantine",
+            Permission::RegistryRead => "registry_read",
+            Permission::RegistryWrite => "registry_write",
+            Permission::InputsRead => "inputs_read",
+            Permission::InputsWrite => "inputs_write",
+            Permission::Evidence => "evidence",
+            Permission::Audit => "audit",
+            Permission::Tokens => "tokens",
+        }
+    }
+
     /// The roles that have this permission, least privileged first.
     pub fn roles(self) -> Vec<Role> {
         ROLES.into_iter().filter(|r| allows(*r, self)).collect()

@@ -114,7 +114,7 @@ fn number(v: Option<f64>) -> Value {
     }
 }
 
-fn compute(e: &shopfloor_core::Evidence) -> Result<Report, QueryError> {
+pub(crate) fn compute(e: &shopfloor_core::Evidence) -> Result<Report, QueryError> {
     engine::compute(e).map_err(|err| {
         QueryError::Store(StoreError::Corrupt(format!(
             "the engine rejected the evidence of {}: {err}",
@@ -212,7 +212,7 @@ fn comparison(t: &Target) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Queries.
 
-fn report_json(
+pub(crate) fn report_json(
     snap: &Snapshot,
     tz: &TimeZone,
     entity: &str,

@@ -175,10 +175,11 @@ pub fn topic_agent<'t>(prefix: &str, topic: &'t str) -> Option<&'t str> {
     Some(agent)
 }
 
-/// What went wrong, before the row is built.
-struct Reject {
-    reason: &'static str,
-    detail: String,
+/// Why a payload is refused: a reason code of [`REASONS`] and the detail naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub reason: &'static str,
+    pub detail: String,
 }
 
 fn reject(reason: &'static str, detail: impl Into<String>) -> Reject {
@@ -273,32 +274,7 @@ fn check_inner(
         )
     })?;
 
-    let opened = batch::open(payload).map_err(|e| malformed_from(&e))?;
-    let seq = i64::try_from(opened.body.seq).map_err(|_| {
-        reject(
-            MALFORMED,
-            format!("body.seq: {} is larger than 2^63 - 1", opened.body.seq),
-        )
-    })?;
-    *seq_out = Some(seq);
-    if opened.body.agent != agent {
-        return Err(reject(
-            AGENT_MISMATCH,
-            format!(
-                "body.agent: {:?} differs from the topic's agent {agent:?}",
-                opened.body.agent
-            ),
-        ));
-    }
-    opened.verify(key).map_err(|_| {
-        reject(
-            BAD_SIGNATURE,
-            format!(
-                "sig: the signature does not verify with the public key registered for agent \
-                 {agent:?} (forged, altered, or signed with another key)"
-            ),
-        )
-    })?;
+    let (opened, seq) = verify_signed(agent, key, payload, seq_out)?;
 
     let body = &opened.body;
     for (i, d) in body.devices.iter().enumerate() {
@@ -347,6 +323,47 @@ fn check_inner(
         links: rows.links,
         dirty: rows.dirty,
     })
+}
+
+/// The signature checks of [`check`] on one payload of `agent`, in its order: the batch opens
+/// (shape, [`batch::open`]), its `seq` fits an `i64` (stored in `*seq_out` as soon as it is
+/// known), `body.agent` is `agent`, and the signature verifies with `key` over the exact body
+/// bytes. Returns the opened batch and its seq, or the reason code ([`MALFORMED`],
+/// [`AGENT_MISMATCH`], [`BAD_SIGNATURE`]) and the detail that ingest would quarantine it with.
+/// Shared by ingest and the auditor's report, which re-verifies stored payloads. Pure.
+pub fn verify_signed(
+    agent: &str,
+    key: &VerifyingKey,
+    payload: &[u8],
+    seq_out: &mut Option<i64>,
+) -> Result<(batch::Opened, i64), Reject> {
+    let opened = batch::open(payload).map_err(|e| malformed_from(&e))?;
+    let seq = i64::try_from(opened.body.seq).map_err(|_| {
+        reject(
+            MALFORMED,
+            format!("body.seq: {} is larger than 2^63 - 1", opened.body.seq),
+        )
+    })?;
+    *seq_out = Some(seq);
+    if opened.body.agent != agent {
+        return Err(reject(
+            AGENT_MISMATCH,
+            format!(
+                "body.agent: {:?} differs from the topic's agent {agent:?}",
+                opened.body.agent
+            ),
+        ));
+    }
+    opened.verify(key).map_err(|_| {
+        reject(
+            BAD_SIGNATURE,
+            format!(
+                "sig: the signature does not verify with the public key registered for agent \
+                 {agent:?} (forged, altered, or signed with another key)"
+            ),
+        )
+    })?;
+    Ok((opened, seq))
 }
 
 /// Plausible times: not before 1970 (roll-ups need calendar dates), not further ahead of the

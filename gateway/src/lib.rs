@@ -10,13 +10,14 @@
 //! - [`evidence`], [`indicators`]: evidence files from roll-ups, and the engine on them;
 //! - [`inputs`]: economic inputs (API, CSV, XLSX);
 //! - [`api`], [`auth`]: the REST API with roles, OpenAPI; [`metrics`]: /metrics;
-//! - [`run`]: wiring; [`calc`]: the auditor's recompute command.
+//! - [`run`]: wiring; [`calc`]: the auditor's recompute command; [`report`]: auditor reports.
 
 pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod calc;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod evidence;
 pub mod indicators;
@@ -26,5 +27,6 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod registry;
+pub mod report;
 pub mod rollup;
 pub mod run;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shopfloor_gateway::{calc, run};
+use shopfloor_gateway::{calc, report, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +38,11 @@ enum Command {
     },
     /// Recompute the indicators of an evidence file (shopfloor.evidence/1) and print them as JSON.
     Calc(calc::Args),
+    /// Write the auditor's period report of an enterprise, workshop or park.
+    ///
+    /// Formats html (printable A4), xlsx, csv, or json (the evidence file); the stored batches'
+    /// signatures and hash chain are verified again (docs/REPORTS.md).
+    Report(report::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,5 +80,6 @@ fn main() -> ExitCode {
             command: TokenCommand::Add { config, name, role },
         } => run::token_add(&config, &name, &role),
         Command::Calc(args) => calc::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }

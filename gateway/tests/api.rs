@@ -238,11 +238,30 @@ impl<'a> Req<'a> {
             out.extend_from_slice(&self.body);
         }
         s.write_all(&out).await.unwrap();
+        // To the end of the response; an event stream never ends: up to its first event.
         let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+        let read = async {
+            let mut buf = [0_u8; 8192];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+                    let body = &raw[split + 4..];
+                    if head.contains("content-type: text/event-stream")
+                        && body.windows(2).any(|w| w == b"\n\n")
+                    {
+                        break;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
             .await
-            .expect("response in time")
-            .unwrap();
+            .expect("response in time");
         parse(&raw)
     }
 }
@@ -280,16 +299,19 @@ fn parse(raw: &[u8]) -> Resp {
     }
 }
 
+/// Decodes a chunked body; an event stream read up to its first event stops mid-body.
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
         let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
+        if n == 0 || b.len() < eol + 2 + n {
             return out;
         }
         out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
+        b = &b[(eol + 2 + n + 2).min(b.len())..];
     }
 }
 
@@ -316,6 +338,13 @@ fn example(route: &api::Route) -> Req<'static> {
         (Verb::Get, "/api/v1/indicators") | (Verb::Get, "/api/v1/evidence") => {
             r(format!("{}?entity=p1/e1/w1&{PERIOD}", route.path))
         }
+        (Verb::Get, "/api/v1/reports") => r(format!("{}?entity=p1/e1&{PERIOD}", route.path)),
+        (Verb::Get, "/api/v1/overview") => r(format!("{}?entity=p1/e1&{PERIOD}", route.path)),
+        (Verb::Get, "/api/v1/timeline") => r(format!(
+            "{}?entity=p1/e1/w1&from=2026-01-01T00:00:00%2B08:00&to=2026-01-02T00:00:00%2B08:00",
+            route.path
+        )),
+        (Verb::Get, "/api/v1/live") => r("/api/v1/live?entity=p1/e1/w1/l1/cnc-01".into()),
         (_, "/api/v1/indicators/{id}/series") => {
             r(format!("/api/v1/indicators/oee/series?entity=p1/e1/w1&{PERIOD}&step=hour"))
         }
@@ -441,10 +470,24 @@ async fn public_routes() {
     let r = req("GET", "/api/v1/openapi.json", None).send(s.addr).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["openapi"], "3.1.0");
-    // No dashboard here, and unknown routes and methods are JSON errors.
+    // The dashboard page and its assets are public (the sign-in page loads without a token),
+    // with a content security policy; unknown assets, routes and methods are JSON errors.
     let r = req("GET", "/", None).send(s.addr).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(
+        r.header("content-security-policy")
+            .is_some_and(|c| c.contains("script-src 'self'"))
+    );
+    let r = req("GET", "/assets/vendor/echarts.min.js", None)
+        .send(s.addr)
+        .await;
+    assert_eq!(r.status, 200);
+    let r = req("GET", "/assets/../Cargo.toml", None).send(s.addr).await;
     assert_eq!(r.status, 404);
-    assert!(r.error().starts_with("path: no such route"));
+    let r = req("GET", "/assets/nothing.js", None).send(s.addr).await;
+    assert_eq!(r.status, 404);
+    assert!(r.error().starts_with("file: no such dashboard asset"));
     let r = req("GET", "/api/v1/nothing", Some(s.token(Role::Admin)))
         .send(s.addr)
         .await;
