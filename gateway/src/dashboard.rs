@@ -18,7 +18,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use shopfloor_core::coefficients;
 use shopfloor_core::evidence::State as MachineState;
 use shopfloor_store::{Ms, Store as _};
 
@@ -26,7 +25,8 @@ use crate::api::{ApiError, ApiResult, AppState, Caller, Params, ok, period};
 use crate::auth::{self, Permission};
 use crate::evidence as ev;
 use crate::indicators;
-use crate::model::{EntityKind, Snapshot};
+use crate::model::EntityKind;
+use crate::report;
 
 // ---------------------------------------------------------------------------------------------
 // Assets
@@ -153,18 +153,6 @@ fn state_name(s: MachineState) -> &'static str {
     }
 }
 
-/// The enterprise an entity belongs to (itself for an enterprise), for coefficient overrides.
-fn enterprise_of<'a>(snap: &'a Snapshot, entity: &str) -> Option<&'a crate::model::Entity> {
-    let mut id = entity;
-    loop {
-        let e = snap.entities.get(id)?;
-        if e.kind == EntityKind::Enterprise {
-            return Some(e);
-        }
-        id = id.rsplit_once('/')?.0;
-    }
-}
-
 /// Regional plan targets apply to parks (the city's figure is over its enterprises), but a park
 /// operator compares every enterprise with them: an enterprise indicator without a target of
 /// its own gets the park's, marked `"from": <park>`, with `met` judged on the enterprise's value.
@@ -205,7 +193,7 @@ fn inherit_targets(child: &mut Value, park: &Value, park_id: &str) {
 /// build and one engine run (so every figure equals `GET /api/v1/indicators`): the entity's
 /// indicators; at park level each enterprise's indicators; below it, per equipment the
 /// seconds in each state (the loss breakdown) and its key-process and control facts (the NC
-/// rate's list), and per energy carrier the consumption with the coefficient in force.
+/// rate's list), and per carrier the energy balance of the auditor's report (`report::doc`).
 pub(crate) async fn overview(State(s): State<AppState>, p: Params) -> ApiResult {
     p.allow(&["entity", "from", "to"])?;
     let snap = s.registry.snapshot();
@@ -256,44 +244,27 @@ pub(crate) async fn overview(State(s): State<AppState>, p: Params) -> ApiResult 
             }));
         }
     }
-    let choice = e
-        .coefficients
-        .clone()
-        .unwrap_or_else(|| coefficients::CoefficientChoice {
-            set: coefficients::DEFAULT_SET.to_owned(),
-            electricity_basis: coefficients::ElectricityBasis::default(),
-            co2_set: coefficients::DEFAULT_CO2_SET.to_owned(),
-            overrides: BTreeMap::new(),
-        });
-    let overrides = if is_park {
-        None
-    } else {
-        enterprise_of(&snap, &entity).map(|x| &x.coefficient_overrides)
-    };
-    let mut carriers = Vec::new();
-    for c in shopfloor_core::catalog::carrier_ids(&choice.set) {
-        let Some(value) = report.indicators.get(&c.id).and_then(|i| i.value) else {
-            continue;
-        };
-        let resolved = coefficients::resolve(&choice, overrides, &c.carrier);
-        // At park level enterprises may override coefficients: kgce comes from the engine's
-        // total only, not per carrier.
-        let per = if is_park {
-            None
-        } else {
-            resolved.and_then(|r| r.kgce)
-        };
-        carriers.push(json!({
-            "carrier": c.carrier,
-            "indicator": c.id,
-            "name_zh": c.name_zh,
-            "name_en": c.name_en,
-            "unit": c.unit,
-            "consumption": value,
-            "kgce_per_unit": per,
-            "kgce": per.map(|k| k * value),
-        }));
-    }
+    // The energy balance of the auditor's report: the same rows, coefficients and sources.
+    let rows = report::doc::indicator_rows(&main);
+    let energy = report::doc::energy(report::Lang::ZhCn, &e, &rows)?;
+    let carriers: Vec<Value> = energy
+        .rows
+        .iter()
+        .filter(|c| c.quantity.is_some())
+        .map(|c| {
+            json!({
+                "carrier": c.carrier,
+                "indicator": c.indicator,
+                "name_zh": c.name_zh,
+                "name_en": c.name_en,
+                "unit": c.unit,
+                "consumption": c.quantity,
+                "kgce_per_unit": c.kgce_per_unit.as_ref().and_then(|k| k.value),
+                "kgce": c.kgce,
+                "share": c.share,
+            })
+        })
+        .collect();
     ok(json!({
         "entity": entity,
         "indicators": main,

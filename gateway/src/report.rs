@@ -15,7 +15,7 @@
 //! - `json` is byte for byte the document `GET /api/v1/evidence` returns;
 //! - a report never writes to the store; bad input is [`QueryError::Bad`] naming the field.
 
-mod doc;
+pub(crate) mod doc;
 mod html;
 mod sheet;
 mod table;

@@ -368,7 +368,7 @@ fn head(snap: &Snapshot, tz: &TimeZone, s: &Sources<'_>) -> Head {
 
 /// The indicators of the API's JSON: green-factory ones first ([`GREEN`] order), then the
 /// catalog's order, then carrier quantities.
-fn indicator_rows(api: &Value) -> Vec<IndRow> {
+pub(crate) fn indicator_rows(api: &Value) -> Vec<IndRow> {
     let Some(map) = api.get("indicators").and_then(Value::as_object) else {
         return Vec::new();
     };
@@ -484,7 +484,7 @@ fn coef(list: Vec<(f64, String)>) -> Coef {
 /// The energy balance: per carrier of the (top-level) meters, the engine's quantity and
 /// completeness (the API's carrier indicator), and kgce and CO₂ from the engine run on the
 /// evidence restricted to that carrier's meters.
-fn energy(lang: Lang, ev: &Evidence, rows: &[IndRow]) -> Result<Energy, QueryError> {
+pub(crate) fn energy(lang: Lang, ev: &Evidence, rows: &[IndRow]) -> Result<Energy, QueryError> {
     let value = |id: &str| rows.iter().find(|r| r.id == id).and_then(|r| r.value);
     let choice = ev.coefficients.clone().unwrap_or_default();
     let mut out = Energy {
