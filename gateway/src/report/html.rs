@@ -136,6 +136,20 @@ impl Sections {
     }
 }
 
+/// A sub-section heading in the report's language.
+fn h3(out: &mut String, l: Lang, zh: &str, en: &str) {
+    let _ = write!(out, "<h3>{}</h3>", esc(l.t(zh, en)));
+}
+
+/// The line shown where a section has no rows.
+fn none(out: &mut String, l: Lang) {
+    let _ = write!(
+        out,
+        "<p class=\"muted\">{}</p>",
+        esc(l.t("无记录。", "None."))
+    );
+}
+
 fn meta_row(out: &mut String, label: &str, value: &str) {
     let _ = write!(out, "<tr><th>{}</th><td>{value}</td></tr>", esc(label));
 }
@@ -688,20 +702,14 @@ fn inputs(out: &mut String, d: &Doc, s: &mut Sections) {
     out.push_str("</tbody></table>");
 
     // Versions.
-    let _ = write!(
+    h3(
         out,
-        "<h3>{}</h3>",
-        esc(l.t(
-            "与本期重叠的经济数据记录（全部版本）",
-            "Input records overlapping the period (every version)"
-        ))
+        l,
+        "与本期重叠的经济数据记录（全部版本）",
+        "Input records overlapping the period (every version)",
     );
     if d.input_versions.is_empty() {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">{}</p>",
-            esc(l.t("无记录。", "None."))
-        );
+        none(out, l);
     } else {
         let _ = write!(
             out,
@@ -754,20 +762,14 @@ fn inputs(out: &mut String, d: &Doc, s: &mut Sections) {
     }
 
     // Audit trail.
-    let _ = write!(
+    h3(
         out,
-        "<h3>{}</h3>",
-        esc(l.t(
-            "审计记录（修改人、时间、修改前后）",
-            "Audit trail (who, when, before → after)"
-        ))
+        l,
+        "审计记录（修改人、时间、修改前后）",
+        "Audit trail (who, when, before → after)",
     );
     if d.audit.is_empty() {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">{}</p>",
-            esc(l.t("无记录。", "None."))
-        );
+        none(out, l);
     } else {
         let _ = write!(
             out,
