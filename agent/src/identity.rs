@@ -63,6 +63,46 @@ pub enum IdentityError {
     Random(String),
 }
 
+/// Name of the staged next key (`shopfloor-agent key rotate`), activated by `key activate`.
+pub const NEXT_KEY_FILE: &str = "agent.key.next";
+
+/// Path of the staged next key in `data_dir`.
+pub fn next_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(NEXT_KEY_FILE)
+}
+
+/// Stages a new key in `<data_dir>/agent.key.next` (created once, like the key itself; a staged
+/// key is kept and returned again) while the agent goes on signing with `agent.key`. Returns
+/// the staged key and whether it was created now. The current key must exist.
+pub fn stage_next(data_dir: &Path) -> Result<(SigningKey, bool), IdentityError> {
+    read_key(&key_path(data_dir))?;
+    let path = next_key_path(data_dir);
+    if path.exists() {
+        return read_key(&path).map(|k| (k, false));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+    let created = write_new(data_dir, &path, &seed);
+    seed.fill(0);
+    let created = created?;
+    read_key(&path).map(|k| (k, created))
+}
+
+/// Makes the staged key the agent's key: `agent.key.next` replaces `agent.key` in one atomic
+/// rename (the old secret is gone), and the directory is fsynced. Returns the new key.
+pub fn activate_next(data_dir: &Path) -> Result<SigningKey, IdentityError> {
+    let next = next_key_path(data_dir);
+    let key = read_key(&next)?;
+    let path = key_path(data_dir);
+    fs::rename(&next, &path).map_err(|e| IdentityError::Io {
+        path: path.clone(),
+        action: "replace the key with the staged key",
+        source: e,
+    })?;
+    sync_dir(data_dir)?;
+    Ok(key)
+}
+
 /// Path of the key file in `data_dir`.
 pub fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join(KEY_FILE)
@@ -271,23 +311,9 @@ fn parse_key_file(bytes: &[u8]) -> Result<SigningKey, String> {
 /// of `--config`. Exit 2 for bad input (no or unreadable config), 1 for runtime failures
 /// (key file unreadable, corrupt, too open).
 pub fn show_command(config: Option<&Path>, data_dir: Option<&Path>) -> ExitCode {
-    let dir = match (config, data_dir) {
-        (Some(_), Some(_)) => {
-            eprintln!("error: give either --config or --data-dir, not both");
-            return ExitCode::from(2);
-        }
-        (None, None) => {
-            eprintln!("error: give --config FILE or --data-dir DIR");
-            return ExitCode::from(2);
-        }
-        (None, Some(d)) => d.to_owned(),
-        (Some(c), None) => match crate::config::data_dir_of(c) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let dir = match resolve_dir(config, data_dir) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     match load_or_create_reporting(&dir) {
         Ok((key, created)) => {
@@ -304,6 +330,84 @@ pub fn show_command(config: Option<&Path>, data_dir: Option<&Path>) -> ExitCode 
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `shopfloor-agent key rotate`: stages the next key and prints its public key, with the
+/// steps that follow. The running agent keeps signing with the current key.
+pub fn rotate_command(config: Option<&Path>, data_dir: Option<&Path>) -> ExitCode {
+    let dir = match resolve_dir(config, data_dir) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match stage_next(&dir) {
+        Ok((key, created)) => {
+            let public = public_key_text(&key.verifying_key());
+            eprintln!(
+                "{} next key: {}\n\
+                 1. on the gateway: shopfloor-gateway agents rotate --config FILE --id <agent> \
+                 --pubkey {public}\n\
+                 2. here: shopfloor-agent key activate {}, then restart the agent",
+                if created {
+                    "staged a new"
+                } else {
+                    "already staged"
+                },
+                next_key_path(&dir).display(),
+                match (config, data_dir) {
+                    (Some(c), _) => format!("--config {}", c.display()),
+                    (_, Some(d)) => format!("--data-dir {}", d.display()),
+                    _ => String::new(),
+                }
+            );
+            println!("{public}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `shopfloor-agent key activate`: the staged key becomes the agent's key (after the gateway
+/// registered it); prints the new public key.
+pub fn activate_command(config: Option<&Path>, data_dir: Option<&Path>) -> ExitCode {
+    let dir = match resolve_dir(config, data_dir) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match activate_next(&dir) {
+        Ok(key) => {
+            eprintln!(
+                "activated: {} now holds the new key; restart the agent to sign with it",
+                key_path(&dir).display()
+            );
+            println!("{}", public_key_text(&key.verifying_key()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn resolve_dir(config: Option<&Path>, data_dir: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    match (config, data_dir) {
+        (Some(_), Some(_)) => {
+            eprintln!("error: give either --config or --data-dir, not both");
+            Err(ExitCode::from(2))
+        }
+        (None, None) => {
+            eprintln!("error: give --config FILE or --data-dir DIR");
+            Err(ExitCode::from(2))
+        }
+        (None, Some(d)) => Ok(d.to_owned()),
+        (Some(c), None) => crate::config::data_dir_of(c).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }),
     }
 }
 
@@ -411,6 +515,38 @@ mod tests {
             public_key_text(&k.verifying_key()),
             "ed25519:6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw="
         );
+    }
+
+    #[test]
+    fn rotation_stages_then_activates_the_next_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(stage_next(dir.path()).is_err(), "no current key yet");
+        let current = load_or_create(dir.path()).unwrap();
+        let (next, created) = stage_next(dir.path()).unwrap();
+        assert!(created);
+        assert_ne!(next.to_bytes(), current.to_bytes());
+        let (again, created) = stage_next(dir.path()).unwrap();
+        assert!(!created, "a staged key is kept");
+        assert_eq!(again.to_bytes(), next.to_bytes());
+        // Staging does not change the key the agent signs with.
+        assert_eq!(load(dir.path()).unwrap().to_bytes(), current.to_bytes());
+        let active = activate_next(dir.path()).unwrap();
+        assert_eq!(active.to_bytes(), next.to_bytes());
+        assert_eq!(load(dir.path()).unwrap().to_bytes(), next.to_bytes());
+        assert!(!next_key_path(dir.path()).exists());
+        assert!(
+            activate_next(dir.path()).is_err(),
+            "nothing staged any more"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(key_path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -74,6 +74,29 @@ enum KeyAction {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Stage a new key (agent.key.next) and print its public key for the gateway
+    /// (`shopfloor-gateway agents rotate`); the agent keeps signing with the current key.
+    Rotate {
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Make the staged key the agent's key (after the gateway registered it); restart after.
+    Activate {
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +130,12 @@ fn main() -> ExitCode {
         Some(Command::Key {
             action: KeyAction::Show { config, data_dir },
         }) => shopfloor_agent::identity::show_command(config.as_deref(), data_dir.as_deref()),
+        Some(Command::Key {
+            action: KeyAction::Rotate { config, data_dir },
+        }) => shopfloor_agent::identity::rotate_command(config.as_deref(), data_dir.as_deref()),
+        Some(Command::Key {
+            action: KeyAction::Activate { config, data_dir },
+        }) => shopfloor_agent::identity::activate_command(config.as_deref(), data_dir.as_deref()),
         Some(Command::Probe { protocol }) => diag::probe(protocol),
         Some(Command::Browse { protocol }) => diag::browse(protocol),
     }

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::config::IngestSection;
 use crate::db::Db;
 use crate::metrics::{CHAIN_FORK, CHAIN_GAP, Metrics};
-use crate::model::Snapshot;
+use crate::model::{Agent, Snapshot};
 
 // --- reason codes (docs/PROTOCOL.md, "Gateway verification and quarantine") ---
 
@@ -63,15 +63,21 @@ pub const DEVICE_OUT_OF_SCOPE: &str = "device_out_of_scope";
 pub const CLOCK_SKEW: &str = "clock_skew";
 /// Another body under an `(agent, seq)` that is already stored.
 pub const REPLAYED_SEQ: &str = "replayed_seq";
+/// Signed with a key the registry lists as revoked for this agent.
+pub const REVOKED_KEY: &str = "revoked_key";
+/// Signed with a key retired by a rotation, received after its overlap window ended.
+pub const EXPIRED_KEY: &str = "expired_key";
 
 /// Every reason code, in the order of the checks (metrics pre-register them).
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 12] = [
     BAD_TOPIC,
     TOO_LARGE,
     UNKNOWN_AGENT,
     REVOKED_AGENT,
     MALFORMED,
     AGENT_MISMATCH,
+    REVOKED_KEY,
+    EXPIRED_KEY,
     BAD_SIGNATURE,
     DEVICE_OUT_OF_SCOPE,
     CLOCK_SKEW,
@@ -83,10 +89,125 @@ pub const QUARANTINE_PAYLOAD_MAX: usize = 64 * 1024;
 
 // --- trust ---
 
+/// The keys of one registered agent: the current one, those retired by a rotation with the
+/// end of their overlap window, and the revoked ones.
+#[derive(Debug, Clone)]
+pub struct AgentKeys {
+    /// The registered key; `Err` names why it is unusable.
+    pub current: Result<VerifyingKey, String>,
+    /// Retired keys and the instant (ms) from which batches received are no longer accepted.
+    pub previous: Vec<(VerifyingKey, Ms)>,
+    /// Revoked keys: never accepted.
+    pub revoked: Vec<VerifyingKey>,
+}
+
+/// Which registered key verified a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsed {
+    Current,
+    /// A key retired by a rotation, inside its overlap window.
+    Previous,
+}
+
+impl AgentKeys {
+    /// The keys of `agent`. Unparseable retired or revoked keys are skipped (the registry
+    /// refuses them when written); an unparseable current key makes the agent untrusted.
+    pub fn of(agent: &Agent) -> AgentKeys {
+        let current = batch::parse_public_key(&agent.public_key).map_err(|e| {
+            let why = match e {
+                BatchError::BadKey(why) => why,
+                other => other.to_string(),
+            };
+            format!("agent {:?}: public_key: {why}", agent.id)
+        });
+        let previous = agent
+            .previous_keys
+            .iter()
+            .filter_map(|k| {
+                let key = batch::parse_public_key(&k.public_key).ok()?;
+                let until = k.until.parse::<jiff::Timestamp>().ok()?.as_millisecond();
+                Some((key, until))
+            })
+            .collect();
+        let revoked = agent
+            .revoked_keys
+            .iter()
+            .filter_map(|k| batch::parse_public_key(k).ok())
+            .collect();
+        AgentKeys {
+            current,
+            previous,
+            revoked,
+        }
+    }
+
+    /// Finds the key that signed `opened` for a batch received at `received`: the current key,
+    /// or a retired key inside its overlap window. A revoked key ([`REVOKED_KEY`]), a retired key
+    /// after its window ([`EXPIRED_KEY`]) and no matching key ([`BAD_SIGNATURE`]) are refused
+    /// with the detail naming the key. Revocation wins over everything else.
+    pub fn check(
+        &self,
+        agent: &str,
+        opened: &batch::Opened,
+        received: Ms,
+    ) -> Result<KeyUsed, Reject> {
+        for k in &self.revoked {
+            if opened.verify(k).is_ok() {
+                return Err(reject(
+                    REVOKED_KEY,
+                    format!(
+                        "sig: signed with {}, a key revoked for agent {agent:?} (the batch is \
+                         kept in quarantine, never as data)",
+                        batch::public_key_text(k)
+                    ),
+                ));
+            }
+        }
+        let current = self.current.as_ref().map_err(|e| {
+            reject(
+                UNKNOWN_AGENT,
+                format!("registry: {e} (the agent is not trusted until its key is fixed)"),
+            )
+        })?;
+        if opened.verify(current).is_ok() {
+            return Ok(KeyUsed::Current);
+        }
+        for (k, until) in &self.previous {
+            if opened.verify(k).is_ok() {
+                if received < *until {
+                    return Ok(KeyUsed::Previous);
+                }
+                return Err(reject(
+                    EXPIRED_KEY,
+                    format!(
+                        "sig: signed with {}, the key agent {agent:?} had before a rotation, \
+                         accepted for batches received until {}; received {}",
+                        batch::public_key_text(k),
+                        show_ms(*until),
+                        show_ms(received)
+                    ),
+                ));
+            }
+        }
+        Err(reject(
+            BAD_SIGNATURE,
+            format!(
+                "sig: the signature does not verify with the public key registered for agent \
+                 {agent:?} (forged, altered, or signed with another key)"
+            ),
+        ))
+    }
+}
+
+fn show_ms(ms: Ms) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 /// One registered agent as ingest sees it.
 struct TrustedAgent {
-    /// The registered key; `Err` names why it is unusable.
-    key: Result<VerifyingKey, String>,
+    keys: AgentKeys,
     /// Entity paths whose devices the agent may report.
     scope: Vec<String>,
     revoked: bool,
@@ -120,22 +241,14 @@ impl Trust {
         let mut problems = Vec::new();
         let mut agents = BTreeMap::new();
         for (id, agent) in &snapshot.agents {
-            let key = match batch::parse_public_key(&agent.public_key) {
-                Ok(key) => Ok(key),
-                Err(e) => {
-                    let why = match e {
-                        BatchError::BadKey(why) => why,
-                        other => other.to_string(),
-                    };
-                    let msg = format!("agent {id:?}: public_key: {why}");
-                    problems.push(msg.clone());
-                    Err(msg)
-                }
-            };
+            let keys = AgentKeys::of(agent);
+            if let Err(msg) = &keys.current {
+                problems.push(msg.clone());
+            }
             agents.insert(
                 id.clone(),
                 TrustedAgent {
-                    key,
+                    keys,
                     scope: agent.scope.clone(),
                     revoked: agent.revoked,
                 },
@@ -267,14 +380,14 @@ fn check_inner(
             format!("topic: agent {agent:?} is revoked in the registry"),
         ));
     }
-    let key = trusted.key.as_ref().map_err(|e| {
-        reject(
+    if let Err(e) = &trusted.keys.current {
+        return Err(reject(
             UNKNOWN_AGENT,
             format!("registry: {e} (the agent is not trusted until its key is fixed)"),
-        )
-    })?;
-
-    let (opened, seq) = verify_signed(agent, key, payload, seq_out)?;
+        ));
+    }
+    let (opened, seq) = open_for(agent, payload, seq_out)?;
+    trusted.keys.check(agent, &opened, received)?;
 
     let body = &opened.body;
     for (i, d) in body.devices.iter().enumerate() {
@@ -337,6 +450,40 @@ pub fn verify_signed(
     payload: &[u8],
     seq_out: &mut Option<i64>,
 ) -> Result<(batch::Opened, i64), Reject> {
+    let (opened, seq) = open_for(agent, payload, seq_out)?;
+    opened.verify(key).map_err(|_| {
+        reject(
+            BAD_SIGNATURE,
+            format!(
+                "sig: the signature does not verify with the public key registered for agent \
+                 {agent:?} (forged, altered, or signed with another key)"
+            ),
+        )
+    })?;
+    Ok((opened, seq))
+}
+
+/// [`verify_signed`] against all the keys of an agent ([`AgentKeys::check`]) for a batch
+/// received at `received`.
+pub fn verify_with_keys(
+    agent: &str,
+    keys: &AgentKeys,
+    payload: &[u8],
+    received: Ms,
+    seq_out: &mut Option<i64>,
+) -> Result<(batch::Opened, i64, KeyUsed), Reject> {
+    let (opened, seq) = open_for(agent, payload, seq_out)?;
+    let used = keys.check(agent, &opened, received)?;
+    Ok((opened, seq, used))
+}
+
+/// The shape checks before any signature: the batch opens, its seq fits an `i64` (stored in
+/// `*seq_out` as soon as it is known), and `body.agent` is `agent`.
+fn open_for(
+    agent: &str,
+    payload: &[u8],
+    seq_out: &mut Option<i64>,
+) -> Result<(batch::Opened, i64), Reject> {
     let opened = batch::open(payload).map_err(|e| malformed_from(&e))?;
     let seq = i64::try_from(opened.body.seq).map_err(|_| {
         reject(
@@ -354,15 +501,6 @@ pub fn verify_signed(
             ),
         ));
     }
-    opened.verify(key).map_err(|_| {
-        reject(
-            BAD_SIGNATURE,
-            format!(
-                "sig: the signature does not verify with the public key registered for agent \
-                 {agent:?} (forged, altered, or signed with another key)"
-            ),
-        )
-    })?;
     Ok((opened, seq))
 }
 
@@ -432,6 +570,22 @@ fn state_name(s: shopfloor_core::evidence::State) -> &'static str {
         State::PlannedDown => "planned_down",
         State::Offline => "offline",
     }
+}
+
+/// The rows ingest stores for a body: samples, states, readings, links.
+pub(crate) type StoredRows = (Vec<SampleRow>, Vec<StateRow>, Vec<ReadingRow>, Vec<LinkRow>);
+
+/// The rows ingest stored for a batch it accepted, decoded again from its signed body (the
+/// clock check, which depended on the receive time, is left out): what `verify` compares the
+/// stored rows with.
+pub(crate) fn decode_stored(body: &Body) -> Result<StoredRows, Reject> {
+    let times = TimeCheck {
+        limit: Ms::MAX,
+        received: Ms::MAX,
+        max_future_s: 0,
+    };
+    let r = decode(body, &times)?;
+    Ok((r.samples, r.states, r.readings, r.links))
 }
 
 /// Decodes the body into store rows and dirty ranges, checking what `batch::open` leaves to

@@ -97,13 +97,33 @@ pub struct Entity {
 pub struct Agent {
     /// Agent id (as in its configuration and MQTT topic).
     pub id: String,
-    /// `ed25519:<base64>`, as printed by `shopfloor-agent key show`.
+    /// `ed25519:<base64>`, as printed by `shopfloor-agent key show`: the key the agent signs
+    /// with now.
     pub public_key: String,
+    /// Keys replaced by a rotation, each still accepted for batches *received* before its
+    /// `until` (the overlap window that lets sealed batches in the agent's outbox drain). After
+    /// `until` a batch signed with it is quarantined (`expired_key`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_keys: Vec<RetiredKey>,
+    /// Keys withdrawn because they may be in other hands: a batch signed with one is
+    /// quarantined (`revoked_key`) whenever it arrives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_keys: Vec<String>,
     /// Entity paths whose devices this agent may report (a device outside is quarantined).
     pub scope: Vec<String>,
     /// A revoked agent's batches are quarantined (`revoked_agent`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+}
+
+/// A key an agent signed with before a rotation, and the end of its overlap window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    /// `ed25519:<base64>`.
+    pub public_key: String,
+    /// RFC 3339 instant: batches received from then on are not accepted with this key.
+    pub until: String,
 }
 
 /// A product with its ideal cycle time and value added per unit.

@@ -818,10 +818,57 @@ fn check_agent(s: &Slot<Agent>, kinds: &BTreeMap<&str, EntityKind>, out: &mut Is
     } else if a.id.len() > MAX_SEGMENT {
         bad("id", format!("longer than {MAX_SEGMENT} characters"));
     }
-    match batch::parse_public_key(&a.public_key) {
-        Ok(_) => {}
-        Err(batch::BatchError::BadKey(r)) => bad("public_key", r),
-        Err(e) => bad("public_key", e.to_string()),
+    let key_err = |e: batch::BatchError| match e {
+        batch::BatchError::BadKey(r) => r,
+        e => e.to_string(),
+    };
+    let current = batch::parse_public_key(&a.public_key);
+    if let Err(e) = &current {
+        bad("public_key", key_err(e.clone()));
+    }
+    let mut seen = BTreeSet::new();
+    if let Ok(k) = &current {
+        seen.insert(k.to_bytes());
+    }
+    for (i, k) in a.previous_keys.iter().enumerate() {
+        match batch::parse_public_key(&k.public_key) {
+            Ok(key) => {
+                if !seen.insert(key.to_bytes()) {
+                    bad(
+                        &format!("previous_keys[{i}].public_key"),
+                        "listed twice, or equal to the current public_key".into(),
+                    );
+                }
+            }
+            Err(e) => bad(&format!("previous_keys[{i}].public_key"), key_err(e)),
+        }
+        if let Err(e) = k.until.parse::<jiff::Timestamp>() {
+            bad(
+                &format!("previous_keys[{i}].until"),
+                format!(
+                    "{} is not an RFC 3339 instant with offset ({e})",
+                    shown(&k.until)
+                ),
+            );
+        }
+    }
+    for (i, k) in a.revoked_keys.iter().enumerate() {
+        match batch::parse_public_key(k) {
+            Ok(key) => {
+                if current
+                    .as_ref()
+                    .is_ok_and(|c| c.to_bytes() == key.to_bytes())
+                {
+                    bad(
+                        &format!("revoked_keys[{i}]"),
+                        "is the current public_key: rotate to a new key first (shopfloor-gateway \
+                         agents rotate --revoke-old)"
+                            .into(),
+                    );
+                }
+            }
+            Err(e) => bad(&format!("revoked_keys[{i}]"), key_err(e)),
+        }
     }
     if a.scope.is_empty() {
         bad(
@@ -1216,6 +1263,19 @@ impl Registry {
         let snap = Arc::new(read_snapshot(&self.db).await?);
         self.install(snap);
         Ok(())
+    }
+
+    /// Re-reads the stored registry and installs it only if it differs from the current one
+    /// (changes by `shopfloor-gateway agents …`, or by another replica). Returns whether it
+    /// changed.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let snap = read_snapshot(&self.db).await?;
+        let current = self.snapshot();
+        if format!("{snap:?}") == format!("{current:?}") {
+            return Ok(false);
+        }
+        self.install(Arc::new(snap));
+        Ok(true)
     }
 
     fn install(&self, snap: Arc<Snapshot>) {

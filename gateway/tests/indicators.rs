@@ -95,6 +95,8 @@ fn snapshot() -> Snapshot {
             Agent {
                 id: "a1".into(),
                 public_key: "ed25519:AAAA".into(),
+                previous_keys: Vec::new(),
+                revoked_keys: Vec::new(),
                 scope: vec!["p1/e1/w1".into()],
                 revoked: false,
             },

@@ -181,6 +181,8 @@ fn trust() -> Trust {
     let agent = |id: &str, key: String, revoked: bool| Agent {
         id: id.to_owned(),
         public_key: key,
+        previous_keys: Vec::new(),
+        revoked_keys: Vec::new(),
         scope: vec!["p1/e1/w1".to_owned()],
         revoked,
     };
@@ -615,6 +617,88 @@ fn every_bad_payload_gets_its_reason_and_field() {
     assert_eq!(r.agent, None);
 }
 
+/// Key rotation and revocation: the current key, a retired key inside its overlap window
+/// (judged by the gateway's receive time), a retired key after it, a revoked key, an unknown
+/// key.
+#[test]
+fn rotated_retired_and_revoked_keys() {
+    use shopfloor_gateway::ingest::{AgentKeys, KeyUsed};
+    use shopfloor_gateway::model::RetiredKey;
+    let until = |ms: Ms| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    let agent = Agent {
+        id: "r1".to_owned(),
+        public_key: public_key(5),
+        previous_keys: vec![
+            RetiredKey {
+                public_key: public_key(4),
+                until: until(NOW + HOUR),
+            },
+            RetiredKey {
+                public_key: public_key(6),
+                until: until(NOW - 1),
+            },
+        ],
+        revoked_keys: vec![public_key(7)],
+        scope: vec!["p1/e1/w1".to_owned()],
+        revoked: false,
+    };
+    let t = Trust::new();
+    let problems = t.replace(Arc::new(Snapshot {
+        agents: BTreeMap::from([("r1".to_owned(), agent.clone())]),
+        ..Snapshot::default()
+    }));
+    assert!(problems.is_empty(), "{problems:?}");
+    let cfg = cfg();
+    let signed = |seed: u8, seq: u64| {
+        seal(
+            seed,
+            contents(NOW - 10 * MIN - 1000),
+            "r1",
+            seq,
+            ZERO_HASH,
+            NOW - 500,
+        )
+        .payload
+    };
+    // The quarantine row (or nothing), boxed: a `Result` with the whole row is large.
+    let check = |seed: u8, received: Ms| {
+        ingest::check(&t, &cfg, PREFIX, &topic("r1"), &signed(seed, 1), received)
+            .map(|_| ())
+            .map_err(Box::new)
+    };
+    assert!(check(5, NOW).is_ok(), "current key");
+    assert!(check(4, NOW).is_ok(), "retired key inside its window");
+    let q = check(4, NOW + HOUR).unwrap_err();
+    assert_eq!(q.reason, ingest::EXPIRED_KEY, "{}", q.detail);
+    assert!(
+        q.detail.starts_with("sig: signed with ed25519:"),
+        "{}",
+        q.detail
+    );
+    assert!(q.detail.contains(&public_key(4)), "{}", q.detail);
+    let q = check(6, NOW).unwrap_err();
+    assert_eq!(q.reason, ingest::EXPIRED_KEY, "{}", q.detail);
+    let q = check(7, NOW).unwrap_err();
+    assert_eq!(q.reason, ingest::REVOKED_KEY, "{}", q.detail);
+    assert!(q.detail.contains(&public_key(7)), "{}", q.detail);
+    let q = check(8, NOW).unwrap_err();
+    assert_eq!(q.reason, ingest::BAD_SIGNATURE, "{}", q.detail);
+
+    // The same rules for the auditor's re-verification, which also says which key signed.
+    let keys = AgentKeys::of(&agent);
+    let mut seq = None;
+    let (_, _, used) = ingest::verify_with_keys("r1", &keys, &signed(4, 2), NOW, &mut seq).unwrap();
+    assert_eq!((used, seq), (KeyUsed::Previous, Some(2)));
+    let (_, _, used) = ingest::verify_with_keys("r1", &keys, &signed(5, 3), NOW, &mut seq).unwrap();
+    assert_eq!(used, KeyUsed::Current);
+    // Revocation wins even where the key would otherwise be accepted.
+    let mut both = agent.clone();
+    both.previous_keys[0].public_key = public_key(7);
+    let r = ingest::verify_with_keys("r1", &AgentKeys::of(&both), &signed(7, 4), NOW, &mut seq)
+        .unwrap_err();
+    assert_eq!(r.reason, ingest::REVOKED_KEY);
+}
+
 #[test]
 fn a_flipped_bit_anywhere_in_the_body_is_never_accepted() {
     let trust = trust();
@@ -743,6 +827,8 @@ fn scopes_match_whole_path_segments() {
         Agent {
             id: "a1".to_owned(),
             public_key: public_key(1),
+            previous_keys: Vec::new(),
+            revoked_keys: Vec::new(),
             scope: vec![
                 "p1/e9".to_owned(),
                 CNC.to_owned(),

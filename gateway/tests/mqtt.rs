@@ -131,6 +131,8 @@ fn trust(agent: &str, public_key: String) -> Arc<Trust> {
         Agent {
             id: agent.to_owned(),
             public_key,
+            previous_keys: Vec::new(),
+            revoked_keys: Vec::new(),
             scope: vec!["p1/e1".to_owned()],
             revoked: false,
         },

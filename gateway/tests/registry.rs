@@ -529,6 +529,33 @@ fn agent_rules() {
             "agents.toml: agent[0].scope: name at least one entity whose devices the agent reports",
         ]
     );
+    // Rotation and revocation lists: keys parse, no key twice, `until` is an instant, the
+    // current key is never revoked.
+    let other = {
+        let sk = shopfloor_core::batch::SigningKey::from_bytes(&[8u8; 32]);
+        shopfloor_core::batch::public_key_text(&sk.verifying_key())
+    };
+    let e = errors(
+        None,
+        None,
+        Some(&format!(
+            "[[agent]]\nid = \"a1\"\npublic_key = \"{k}\"\nscope = [\"p1/e1/w1\"]\n\
+             revoked_keys = [\"{k}\", \"ed25519:AAAA\"]\n\
+             [[agent.previous_keys]]\npublic_key = \"{k}\"\nuntil = \"tomorrow\"\n\
+             [[agent.previous_keys]]\npublic_key = \"{o}\"\nuntil = \"2026-11-22T08:00:00+08:00\"\n",
+            k = key(),
+            o = other
+        )),
+    );
+    assert_eq!(
+        e,
+        vec![
+            "agents.toml: agent[0].previous_keys[0].public_key: listed twice, or equal to the current public_key",
+            "agents.toml: agent[0].previous_keys[0].until: tomorrow is not an RFC 3339 instant with offset (failed to parse four digit integer as year: invalid digit, expected 0-9 but got t)",
+            "agents.toml: agent[0].revoked_keys[0]: is the current public_key: rotate to a new key first (shopfloor-gateway agents rotate --revoke-old)",
+            "agents.toml: agent[0].revoked_keys[1]: must be 32 bytes, got 3",
+        ]
+    );
     let e = errors(None, None, Some(&format!("{}{}", agents(), agents())));
     assert_eq!(
         e,

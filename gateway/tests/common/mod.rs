@@ -352,6 +352,12 @@ impl Signer {
         batch::public_key_text(&self.key.verifying_key())
     }
 
+    /// Signs the following batches with `key`, continuing the chain (what an agent does after
+    /// `shopfloor-agent key activate`, or an attacker holding an old key).
+    pub fn set_key(&mut self, key: shopfloor_core::batch::SigningKey) {
+        self.key = key;
+    }
+
     /// Seals `contents` (JSON of `shopfloor_core::batch::Contents`) as the next batch.
     pub fn next(&mut self, contents: Value) -> Vec<u8> {
         let contents: Contents = serde_json::from_value(contents).unwrap();
