@@ -1,6 +1,9 @@
 //! The embedded MQTT broker (rumqttd 0.20, cargo feature `embedded-broker`, on by default): the
-//! zero-setup broker of a single-box installation (`mqtt.embedded = true`), listening on
-//! `mqtt.listen`. The gateway consumes from it over TCP like from any external broker.
+//! zero-setup broker of a single-box installation (`mqtt.embedded = true`). Clients reach it
+//! only through the guard ([`crate::guard`]) on `mqtt.listen`: TLS, authentication, per-agent
+//! ACL, MQTT 3.1.1 only. rumqttd itself listens on a free loopback port and accepts only one
+//! internal user name with a random per-process password ([`crate::guard::Internal`]), which
+//! the guard substitutes into every forwarded CONNECT and the gateway's consumer uses directly.
 //!
 //! Invariants and limits:
 //! - only an MQTT 3.1.1 (v4) listener: rumqttd's v4 listener thread panics when a v5 client
@@ -14,9 +17,11 @@
 //!   `SEGMENT_SIZE × SEGMENT_COUNT` bytes per subscription filter, so a gateway consumer that
 //!   stays away longer than that takes to fill loses the oldest messages (agents already have
 //!   their PUBACK). For long outages or several gateways, use an external broker;
-//! - [`start`] returns only once the port accepts connections, or an error naming the address
-//!   (port taken, bind refused, broker thread ended). The broker runs on its own named OS
-//!   threads and has no shutdown API: it ends with the process.
+//! - [`start_with_metrics`] binds `mqtt.listen` first (a taken port is an error naming the
+//!   address), reads the guard's TLS and users files, and returns only once rumqttd accepted
+//!   the internal credentials on its loopback port (which proves the port is ours), or an error
+//!   naming the field and the reason. The broker and the guard run on their own named OS
+//!   threads and have no shutdown API: they end with the process.
 //!
 //! Shared subscriptions: rumqttd's router parses `$share/<group>/<filter>` for v4 clients too
 //! (`router/routing.rs`, `extract_group`), and a clean-session client gets its messages. But a
@@ -28,7 +33,8 @@
 //! manual-ack client subscribed to `$share/g/x/+/batch`, one unacknowledged message, the client
 //! dropped; a new client afterwards got "connection closed by peer". With one gateway per
 //! embedded broker there is nothing to share anyway, so [`crate::mqtt`] subscribes without
-//! `$share` when `mqtt.embedded = true`.
+//! `$share` when `mqtt.embedded = true`, and the guard refuses `$share` filters to every
+//! client.
 
 use crate::config::GatewayConfig;
 
@@ -41,26 +47,35 @@ const SEGMENT_COUNT: usize = 16;
 #[cfg(feature = "embedded-broker")]
 const MQTT_MAX_PAYLOAD: usize = 268_435_455;
 
-/// The rumqttd configuration for `cfg` (v4 listener on `mqtt.listen` only).
+/// The broker's payload limit: twice `ingest.max_payload_bytes`, at least 1 MiB.
 #[cfg(feature = "embedded-broker")]
-pub fn broker_config(cfg: &GatewayConfig) -> rumqttd::Config {
-    use std::collections::HashMap;
-
-    let max_payload = cfg
-        .ingest
+pub fn max_payload(cfg: &GatewayConfig) -> usize {
+    cfg.ingest
         .max_payload_bytes
         .saturating_mul(2)
-        .clamp(1 << 20, MQTT_MAX_PAYLOAD);
+        .clamp(1 << 20, MQTT_MAX_PAYLOAD)
+}
+
+/// The rumqttd configuration for `cfg`: one v4 listener on `internal.addr` (loopback) that
+/// accepts only `internal`'s credentials.
+#[cfg(feature = "embedded-broker")]
+pub fn broker_config(cfg: &GatewayConfig, internal: &crate::guard::Internal) -> rumqttd::Config {
+    use std::collections::HashMap;
+
+    let max_payload = max_payload(cfg);
     let v4 = rumqttd::ServerSettings {
         name: "v4-1".to_owned(),
-        listen: cfg.mqtt.listen,
+        listen: internal.addr,
         tls: None,
         next_connection_delay_ms: 1,
         connections: rumqttd::ConnectionSettings {
             connection_timeout_ms: 10_000,
             max_payload_size: max_payload,
             max_inflight_count: 1000,
-            auth: None,
+            auth: Some(HashMap::from([(
+                internal.username.clone(),
+                internal.password.clone(),
+            )])),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -81,27 +96,50 @@ pub fn broker_config(cfg: &GatewayConfig) -> rumqttd::Config {
     }
 }
 
-/// Starts the embedded broker on `mqtt.listen` and waits until it accepts connections (at most
-/// 10 s). Errors name the address and the reason. The broker threads run until the process
-/// exits.
-#[cfg(feature = "embedded-broker")]
+/// [`start_with_metrics`] with metrics nobody reads (tests).
 pub fn start(cfg: &GatewayConfig) -> Result<(), String> {
+    start_with_metrics(cfg, std::sync::Arc::new(crate::metrics::Metrics::new())).map(|_| ())
+}
+
+/// Starts the embedded broker and its guard on `mqtt.listen` and waits until the broker
+/// accepts the internal credentials (at most 10 s). Errors name the field, the address and the
+/// reason. The broker's and the guard's threads run until the process exits. Returns the
+/// internal endpoint (also registered for [`crate::guard::internal`], where the consumer
+/// finds it).
+#[cfg(feature = "embedded-broker")]
+pub fn start_with_metrics(
+    cfg: &GatewayConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<crate::guard::Internal, String> {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     let addr = cfg.mqtt.listen;
-    // rumqttd binds inside its own thread and only logs a failure: find a taken port here, so
-    // the error reaches the operator (and we never mistake another process for our broker).
-    match std::net::TcpListener::bind(addr) {
-        Ok(l) => drop(l),
-        Err(e) => {
-            return Err(format!(
-                "mqtt.listen: the embedded broker cannot listen on {addr}: {e} (another broker \
-                 running? set mqtt.listen, or mqtt.embedded = false and mqtt.url)"
-            ));
-        }
-    }
-    let config = broker_config(cfg);
+    // The guard's port first: a taken port is the operator's error, reported with the address.
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        format!(
+            "mqtt.listen: the embedded broker cannot listen on {addr}: {e} (another broker \
+             running? set mqtt.listen, or mqtt.embedded = false and mqtt.url)"
+        )
+    })?;
+    let policy = crate::guard::Policy::from_config(cfg, max_payload(cfg)).map_err(|errors| {
+        errors
+            .iter()
+            .map(|(field, reason)| format!("{field}: {reason}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    // rumqttd binds inside its own thread and only logs a failure: take a free loopback port,
+    // and prove afterwards with the random password that the port is ours.
+    let internal_addr = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("mqtt.listen: no free loopback port for the embedded broker: {e}"))?;
+    let internal = crate::guard::Internal {
+        addr: internal_addr,
+        username: crate::guard::INTERNAL_USER.to_owned(),
+        password: crate::guard::random_token().map_err(|e| format!("mqtt.listen: {e}"))?,
+    };
+    let config = broker_config(cfg, &internal);
     let (done_tx, done_rx) = mpsc::channel::<String>();
     std::thread::Builder::new()
         .name("mqtt-broker".to_owned())
@@ -116,32 +154,37 @@ pub fn start(cfg: &GatewayConfig) -> Result<(), String> {
         })
         .map_err(|e| format!("mqtt.listen: cannot start the embedded broker thread: {e}"))?;
 
-    let probe = probe_addr(addr);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(reason) = done_rx.try_recv() {
             return Err(format!(
-                "mqtt.listen: the embedded broker on {addr} did not start: {reason}"
+                "mqtt.listen: the embedded broker ({internal_addr}) did not start: {reason}"
             ));
         }
-        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker (MQTT 3.1.1) listening");
-            return Ok(());
+        match crate::guard::probe(&internal, Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "mqtt.listen: the embedded broker did not accept connections on \
+                     {internal_addr} within 10 s: {e}"
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "mqtt.listen: the embedded broker did not accept connections on {addr} within \
-                 10 s"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
+    tracing::info!(internal = %internal_addr, "embedded MQTT broker (MQTT 3.1.1) running");
+    crate::guard::spawn(listener, policy, internal.clone(), metrics)?;
+    crate::guard::register_internal(addr, internal.clone());
+    Ok(internal)
 }
 
 /// Without the `embedded-broker` feature: refuses `mqtt.embedded = true`.
 #[cfg(not(feature = "embedded-broker"))]
-pub fn start(cfg: &GatewayConfig) -> Result<(), String> {
-    let _ = cfg;
+pub fn start_with_metrics(
+    cfg: &GatewayConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<crate::guard::Internal, String> {
+    let _ = (cfg, metrics);
     Err(
         "mqtt.embedded: this build has no embedded broker (cargo feature embedded-broker); \
          set mqtt.embedded = false and mqtt.url to an external broker"

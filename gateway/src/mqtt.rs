@@ -208,10 +208,19 @@ fn tls_config(mqtt: &MqttSection) -> Result<rustls::ClientConfig, String> {
     }
 }
 
-/// rumqttc options of this gateway: persistent session, manual acks, credentials, TLS.
+/// rumqttc options of this gateway: persistent session, manual acks, credentials, TLS. With
+/// the embedded broker started in this process, the consumer connects to its internal
+/// loopback port with the internal credentials, not through the guard.
 pub fn options(cfg: &GatewayConfig) -> Result<MqttOptions, String> {
     let mqtt = &cfg.mqtt;
-    let (host, port, tls) = if mqtt.embedded {
+    let internal = if mqtt.embedded {
+        crate::guard::internal(mqtt.listen)
+    } else {
+        None
+    };
+    let (host, port, tls) = if let Some(i) = &internal {
+        (i.addr.ip().to_string(), i.addr.port(), false)
+    } else if mqtt.embedded {
         let a = crate::broker::probe_addr(mqtt.listen);
         (a.ip().to_string(), a.port(), false)
     } else {
@@ -245,6 +254,9 @@ pub fn options(cfg: &GatewayConfig) -> Result<MqttOptions, String> {
             return Err("mqtt.username: required with mqtt.password_file".to_owned());
         }
         (None, None) => {}
+    }
+    if let Some(i) = internal {
+        o.set_credentials(i.username, i.password);
     }
     if tls {
         let c = tls_config(mqtt)?;

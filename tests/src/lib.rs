@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub mod browser;
+pub mod pki;
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
