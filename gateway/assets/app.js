@@ -1,14 +1,16 @@
 // Shopfloor dashboard: a single page over the gateway's REST API (docs/DASHBOARD.md).
-// No framework, no build step, nothing loaded from outside the gateway. The API token typed at
-// sign-in lives in this tab's sessionStorage and is sent as a bearer token; every action the
-// page offers is also enforced by the API.
+// No framework, no build step, nothing loaded from outside the gateway. Sign-in is by user name
+// and password: the session is an HttpOnly cookie this script never sees; its CSRF token is
+// kept in memory only and sent as X-CSRF-Token on POST, PUT and DELETE. localStorage holds a
+// "signed in" hint (no credential) so a reload asks the gateway for the session. Every action
+// the page offers is also enforced by the API.
 "use strict";
 
 (function () {
   const I18N = window.SF_I18N;
   const LANGS = ["zh-CN", "en"];
   const app = {
-    token: sessionStorage.getItem("sf_token"),
+    csrf: null, // the session's CSRF token (memory only)
     session: null,
     lang: LANGS.includes(localStorage.getItem("sf_lang")) ? localStorage.getItem("sf_lang") : "zh-CN",
     period: sessionStorage.getItem("sf_period") || "today",
@@ -72,17 +74,24 @@
     constructor(status, message) { super(message); this.status = status; }
   }
 
+  const UNSAFE = ["POST", "PUT", "DELETE"];
+  const SIGNED_IN = "sf_signed_in"; // a hint in localStorage, not a credential
+
   async function api(path, opts) {
-    const o = Object.assign({ headers: {} }, opts || {});
-    o.headers = Object.assign({ Authorization: "Bearer " + app.token }, o.headers);
+    const o = Object.assign({ credentials: "same-origin" }, opts || {});
+    o.headers = Object.assign({}, o.headers);
+    if (UNSAFE.includes((o.method || "GET").toUpperCase()) && app.csrf) o.headers["X-CSRF-Token"] = app.csrf;
     const r = await fetch(path, o);
     if (r.status === 401) {
-      signOut();
-      throw new ApiError(401, t("login_failed"));
+      sessionEnded();
+      throw new ApiError(401, t("session_expired"));
     }
     const ct = r.headers.get("content-type") || "";
     const body = ct.includes("json") ? await r.json() : await r.blob();
-    if (!r.ok) throw new ApiError(r.status, (body && body.error) || r.statusText);
+    if (!r.ok) {
+      const msg = (body && body.error) || r.statusText;
+      throw new ApiError(r.status, r.status === 403 ? `${t("forbidden")}: ${msg}` : msg);
+    }
     return body;
   }
 
@@ -641,50 +650,96 @@
 
   function loginPage(message) {
     stopEvents();
-    const input = el("input", { type: "password", id: "token", autocomplete: "off", placeholder: "sf_…", "aria-label": t("token") });
+    const name = el("input", { type: "text", id: "login-name", autocomplete: "username", autocapitalize: "none", spellcheck: "false", required: true, "aria-label": t("user_name") });
+    const pass = el("input", { type: "password", id: "login-password", autocomplete: "current-password", required: true, "aria-label": t("password") });
     const msg = el("p", { id: "login-msg", class: "error-text", role: "alert" }, message || "");
+    const button = el("button", { type: "submit", id: "login-submit" }, t("login"));
     const submit = async (ev) => {
       ev.preventDefault();
-      app.token = input.value.trim();
+      button.disabled = true;
+      msg.textContent = "";
       try {
-        await signIn();
-        if (location.hash === "#/") route();
-        else location.hash = "#/";
+        await signIn(name.value.trim(), pass.value);
+        pass.value = "";
+        if (location.hash === "" || location.hash === "#/login") location.hash = "#/";
+        else route();
       } catch (err) {
-        app.token = null;
-        sessionStorage.removeItem("sf_token");
-        msg.textContent = `${t("login_failed")}: ${err.message}`;
+        pass.value = "";
+        if (err.status === 429) msg.textContent = t("login_wait")(err.retryAfter);
+        else if (err.status === 401) msg.textContent = `${t("login_failed")}: ${t("login_bad")}`;
+        else msg.textContent = `${t("login_failed")}: ${err.message}`;
+      } finally {
+        button.disabled = false;
       }
     };
     header();
     main().replaceChildren(el("form", { class: "card login", id: "login", onsubmit: submit },
       el("h1", {}, t("login_title")),
       el("p", { class: "muted" }, t("login_hint")),
-      el("label", {}, t("token"), input),
-      el("button", { type: "submit", id: "login-submit" }, t("login")),
+      el("label", {}, t("user_name"), name),
+      el("label", {}, t("password"), pass),
+      button,
       msg));
-    input.focus();
+    name.focus();
   }
 
   // ----------------------------------------------------------------------------------------
   // Session, live updates, routing
 
-  async function signIn() {
-    const r = await fetch("/api/v1/session", { headers: { Authorization: "Bearer " + app.token } });
+  // POST /api/v1/login: the gateway sets the session cookie and answers the CSRF token.
+  async function signIn(name, password) {
+    const r = await fetch("/api/v1/login", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name, password }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const err = new ApiError(r.status, body.error || r.statusText);
+      err.retryAfter = Number(r.headers.get("Retry-After")) || 60;
+      throw err;
+    }
+    app.csrf = body.csrf;
+    localStorage.setItem(SIGNED_IN, "1");
+    await loadSession();
+  }
+
+  // The cookie's session (after sign-in, or after a reload: then the CSRF token comes from here).
+  async function loadSession() {
+    const r = await fetch("/api/v1/session", { credentials: "same-origin" });
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new ApiError(r.status, body.error || r.statusText);
     app.session = body;
-    sessionStorage.setItem("sf_token", app.token);
+    app.csrf = body.csrf || app.csrf;
     app.entities = (await api("/api/v1/entities")).entities;
     startEvents();
   }
 
-  function signOut() {
+  function forget() {
     stopEvents();
-    app.token = null;
     app.session = null;
-    sessionStorage.removeItem("sf_token");
-    location.hash = "#/login";
+    app.csrf = null;
+    localStorage.removeItem(SIGNED_IN);
+  }
+
+  // The sign-out button: the gateway ends the session and removes the cookie.
+  async function signOut() {
+    const csrf = app.csrf;
+    forget();
+    try {
+      await fetch("/api/v1/logout", { method: "POST", credentials: "same-origin", headers: csrf ? { "X-CSRF-Token": csrf } : {} });
+    } catch (err) {
+      // Signed out here anyway; the session ends by itself.
+    }
+    if (location.hash === "#/login") loginPage();
+    else location.hash = "#/login";
+  }
+
+  // A 401 while signed in: the session expired, was ended elsewhere, or the user changed.
+  function sessionEnded() {
+    const was = !!app.session;
+    forget();
+    loginPage(was ? t("session_expired") : "");
   }
 
   function stopEvents() {
@@ -692,15 +747,19 @@
     app.events = null;
   }
 
-  // Server-Sent Events read with fetch (EventSource cannot send the bearer token).
+  // Server-Sent Events read with fetch (reconnects on its own terms; ends with the session).
   async function startEvents() {
     stopEvents();
     const ctl = new AbortController();
     app.events = ctl;
     let pending = null;
-    while (!ctl.signal.aborted && app.token) {
+    while (!ctl.signal.aborted && app.session) {
       try {
-        const r = await fetch("/api/v1/events", { headers: { Authorization: "Bearer " + app.token }, signal: ctl.signal });
+        const r = await fetch("/api/v1/events", { credentials: "same-origin", signal: ctl.signal });
+        if (r.status === 401) {
+          if (app.events === ctl) sessionEnded();
+          return;
+        }
         if (!r.ok || !r.body) throw new Error(r.statusText);
         setLive(true);
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -744,16 +803,14 @@
     app.refresh = null;
     const h = location.hash.replace(/^#\/?/, "");
     if (!app.session) {
-      if (app.token) {
-        try {
-          await signIn();
-        } catch (err) {
-          app.token = null;
-          sessionStorage.removeItem("sf_token");
-          return loginPage();
-        }
-      } else {
-        return loginPage();
+      // Only ask for a session when this browser signed in (no needless 401 otherwise).
+      if (!localStorage.getItem(SIGNED_IN)) return loginPage();
+      try {
+        await loadSession();
+      } catch (err) {
+        const expired = err.status === 401;
+        forget();
+        return loginPage(expired ? t("session_expired") : `${t("error")}: ${err.message}`);
       }
     }
     if (h === "login") {

@@ -1,14 +1,24 @@
-//! API tokens and roles. A token is `sfk_` followed by 32 random bytes in unpadded base64url
-//! (from the OS's randomness); only its SHA-256 (64 lowercase hex) is stored, with a name and
-//! a [`Role`]. Requests carry it as `Authorization: Bearer <token>`.
+//! Who is calling, and what their role allows. Two kinds of credentials:
+//!
+//! - **API tokens** for scripts: `sfk_` followed by 32 random bytes in unpadded base64url (from
+//!   the OS's randomness); only its SHA-256 (64 lowercase hex) is stored, with a name and a
+//!   [`Role`]. Requests carry it as `Authorization: Bearer <token>`.
+//! - **Dashboard sessions** of users (password sign-in, [`crate::session`], [`crate::users`]):
+//!   the cookie `sf_session`, plus `X-CSRF-Token` on POST, PUT and DELETE.
 //!
 //! Invariants:
+//! - [`authorize_request`] is the one entry point of the API's guard. An `Authorization` header
+//!   wins; the session cookie is used only without one (a bearer request carries no ambient
+//!   credential, so it needs no CSRF token).
 //! - A token is shown exactly once, when created ([`create_token`]); it cannot be read back.
-//! - Missing, malformed, unknown and revoked tokens are all 401; a valid token whose role
-//!   lacks the route's [`Permission`] is 403 naming the roles that have it. The role table
+//! - Missing, malformed, unknown and revoked tokens, and ended sessions, are all 401; a
+//!   cookie-authenticated unsafe request without the session's CSRF token, or from another
+//!   origin, is 403 (`csrf: …`) before its role is looked at; a valid caller whose role lacks
+//!   the route's [`Permission`] is 403 naming the roles that have it. The role table
 //!   ([`allows`]) is the only place that decides.
 //! - Token creation and revocation are audited by the store (`token`, with the hash, never the
-//!   token).
+//!   token); every write through the API is audited with the [`Principal::actor`]
+//!   (`token:<name>` or `user:<name>`).
 //! - A lookup is by the hash of a 256-bit random value: a wrong guess learns nothing useful
 //!   from timing.
 
@@ -51,10 +61,12 @@ pub enum Permission {
     Audit,
     /// Creating, listing and revoking tokens.
     Tokens,
+    /// Creating, listing and changing dashboard users.
+    Users,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::Read,
         Permission::Agents,
         Permission::Quarantine,
@@ -65,6 +77,7 @@ impl Permission {
         Permission::Evidence,
         Permission::Audit,
         Permission::Tokens,
+        Permission::Users,
     ];
 
     /// Stable name (`read`, `inputs_write`, …), as the session endpoint reports it.
@@ -80,6 +93,7 @@ impl Permission {
             Permission::Evidence => "evidence",
             Permission::Audit => "audit",
             Permission::Tokens => "tokens",
+            Permission::Users => "users",
         }
     }
 
@@ -110,31 +124,58 @@ pub fn allows(role: Role, p: Permission) -> bool {
     }
 }
 
-/// Who made a request: the token's name and role.
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `Authorization: Bearer <token>`.
+    Token,
+    /// The dashboard's session cookie: the SHA-256 of the session id and the session's CSRF
+    /// token (derived from the id, [`crate::session::csrf_token`]).
+    Session { id_hash: String, csrf: String },
+}
+
+/// Who made a request: the token's or the user's name, the role, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    pub via: Via,
 }
 
 impl Principal {
-    /// The actor recorded in audit entries: `token:<name>`.
+    /// `token` or `user`.
+    pub fn kind(&self) -> &'static str {
+        match self.via {
+            Via::Token => "token",
+            Via::Session { .. } => "user",
+        }
+    }
+
+    /// The actor recorded in audit entries: `token:<name>` or `user:<name>`.
     pub fn actor(&self) -> String {
-        format!("token:{}", self.name)
+        format!("{}:{}", self.kind(), self.name)
     }
 }
 
 /// Why a request is not allowed.
 #[derive(Debug)]
 pub enum AuthError {
-    /// No `Authorization: Bearer` header (401).
+    /// Neither an `Authorization: Bearer` header nor a session cookie (401).
     Missing,
-    /// Malformed, unknown or revoked (401).
+    /// Malformed, unknown or revoked token (401).
     Invalid,
+    /// The session cookie names no live session: unknown, signed out, expired, idle too long,
+    /// the user disabled or the password changed (401).
+    SessionEnded,
+    /// A cookie-authenticated POST, PUT or DELETE without the session's CSRF token or from
+    /// another origin (403); the text says which.
+    Csrf(String),
     /// The role lacks the permission (403).
     Forbidden {
         needs: Permission,
         has: Role,
+        /// `token` or `user`.
+        who: &'static str,
     },
     Store(StoreError),
 }
@@ -144,14 +185,19 @@ impl fmt::Display for AuthError {
         match self {
             AuthError::Missing => f.write_str(
                 "authorization: missing; send \"Authorization: Bearer <token>\" (tokens: \
-                 shopfloor-gateway token add)",
+                 shopfloor-gateway token add) or sign in (POST /api/v1/login)",
             ),
             AuthError::Invalid => f.write_str("authorization: unknown or revoked token"),
-            AuthError::Forbidden { needs, has } => {
+            AuthError::SessionEnded => f.write_str(
+                "authorization: the session has ended (signed out, expired, idle too long, or \
+                 the user was changed); sign in again",
+            ),
+            AuthError::Csrf(why) => write!(f, "csrf: {why}"),
+            AuthError::Forbidden { needs, has, who } => {
                 let roles: Vec<&str> = needs.roles().iter().map(|r| r.as_str()).collect();
                 write!(
                     f,
-                    "role: requires {}; this token's role is {}",
+                    "role: requires {}; this {who}'s role is {}",
                     roles.join(" or "),
                     has.as_str()
                 )
@@ -217,21 +263,71 @@ pub async fn authenticate(db: &Db, header: Option<&str>) -> Result<Principal, Au
     Ok(Principal {
         name: row.name,
         role,
+        via: Via::Token,
     })
 }
 
-/// Resolves the header and checks the permission.
+/// Resolves the header and checks the permission (bearer tokens only).
 pub async fn authorize(
     db: &Db,
     header: Option<&str>,
     needs: Permission,
 ) -> Result<Principal, AuthError> {
     let p = authenticate(db, header).await?;
+    permit(p, needs)
+}
+
+/// `p` if its role has `needs`.
+fn permit(p: Principal, needs: Permission) -> Result<Principal, AuthError> {
     if allows(p.role, needs) {
         Ok(p)
     } else {
-        Err(AuthError::Forbidden { needs, has: p.role })
+        Err(AuthError::Forbidden {
+            needs,
+            has: p.role,
+            who: p.kind(),
+        })
     }
+}
+
+/// The credentials of one request, as the API's guard sees them.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header (an unreadable value counts as present and empty).
+    pub authorization: Option<&'a str>,
+    /// Every `sf_session` cookie value sent.
+    pub session_cookies: Vec<&'a str>,
+    /// POST, PUT or DELETE (anything but GET, HEAD, OPTIONS).
+    pub unsafe_method: bool,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The host the client addressed (`Host`, or `X-Forwarded-Host` from a trusted proxy).
+    pub host: Option<&'a str>,
+    /// The `X-CSRF-Token` header.
+    pub csrf: Option<&'a str>,
+}
+
+/// Authenticates a request (bearer token first, else the session cookie), checks CSRF for
+/// cookie-authenticated unsafe requests, then the role.
+pub async fn authorize_request(
+    db: &Db,
+    web: &crate::session::WebAuth,
+    c: &Credentials<'_>,
+    needs: Permission,
+) -> Result<Principal, AuthError> {
+    let p = if c.authorization.is_some() {
+        authenticate(db, c.authorization).await?
+    } else if !c.session_cookies.is_empty() {
+        let (p, csrf_hash) = crate::session::authenticate(db, web, &c.session_cookies).await?;
+        if c.unsafe_method {
+            crate::session::check_origin(c.origin, c.host).map_err(AuthError::Csrf)?;
+            crate::session::check_csrf(c.csrf, &csrf_hash).map_err(AuthError::Csrf)?;
+        }
+        p
+    } else {
+        return Err(AuthError::Missing);
+    };
+    permit(p, needs)
 }
 
 /// Why a token cannot be created.
@@ -343,18 +439,51 @@ mod tests {
             vec![Read, Quarantine, RegistryRead, InputsRead, Evidence, Audit]
         );
         assert_eq!(has(Role::Admin), Permission::ALL.to_vec());
-        // Auditors never write.
-        for p in [RegistryWrite, InputsWrite, Tokens] {
+        // Auditors never write; only admins manage tokens and users.
+        for p in [RegistryWrite, InputsWrite, Tokens, Users] {
             assert!(!allows(Role::Auditor, p));
+        }
+        for r in [Role::Viewer, Role::Engineer, Role::Auditor] {
+            assert!(!allows(r, Tokens) && !allows(r, Users));
         }
         assert_eq!(
             AuthError::Forbidden {
                 needs: Evidence,
-                has: Role::Engineer
+                has: Role::Engineer,
+                who: "token",
             }
             .to_string(),
             "role: requires auditor or admin; this token's role is engineer"
         );
+        assert_eq!(
+            AuthError::Forbidden {
+                needs: Users,
+                has: Role::Auditor,
+                who: "user",
+            }
+            .to_string(),
+            "role: requires admin; this user's role is auditor"
+        );
+    }
+
+    #[test]
+    fn actors_name_the_kind() {
+        let t = Principal {
+            name: "ci".into(),
+            role: Role::Admin,
+            via: Via::Token,
+        };
+        assert_eq!(t.actor(), "token:ci");
+        let u = Principal {
+            name: "li.wei".into(),
+            role: Role::Engineer,
+            via: Via::Session {
+                id_hash: "0".repeat(64),
+                csrf: "x".into(),
+            },
+        };
+        assert_eq!(u.actor(), "user:li.wei");
+        assert_eq!(u.kind(), "user");
     }
 
     #[test]

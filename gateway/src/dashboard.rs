@@ -6,8 +6,10 @@
 //!
 //! Invariants: every page of the dashboard is served from the binary with a strict
 //! Content-Security-Policy (scripts and styles from this origin only, no inline script); the
-//! dashboard never holds a credential other than the API token the user typed, kept in the
-//! tab's `sessionStorage` and sent as a bearer token (so no cookie, hence no CSRF surface).
+//! dashboard signs in with a user name and password ([`crate::session`]): its only credential
+//! is the `HttpOnly` session cookie, which scripts cannot read, and it sends the session's
+//! CSRF token (kept in memory, never in storage) on every POST, PUT and DELETE. An event
+//! stream ends when its session ends.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,11 +24,12 @@ use shopfloor_core::evidence::State as MachineState;
 use shopfloor_store::{Ms, Store as _};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller, Params, ok, period};
-use crate::auth::{self, Permission};
+use crate::auth::{self, Permission, Via};
 use crate::evidence as ev;
 use crate::indicators;
 use crate::model::EntityKind;
 use crate::report;
+use crate::session;
 
 // ---------------------------------------------------------------------------------------------
 // Assets
@@ -122,8 +125,9 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
 // Session
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /api/v1/session`: who the token belongs to and what it may do (the dashboard shows
-/// only the actions the role allows; the API enforces them regardless).
+/// `GET /api/v1/session`: who the caller is (`kind` `token` or `user`) and what it may do (the
+/// dashboard shows only the actions the role allows; the API enforces them regardless); for a
+/// cookie session also its CSRF token (after a page reload the script has lost it).
 pub(crate) async fn session(Caller(p): Caller, params: Params) -> ApiResult {
     params.allow(&[])?;
     let permissions: Vec<Value> = Permission::ALL
@@ -131,11 +135,16 @@ pub(crate) async fn session(Caller(p): Caller, params: Params) -> ApiResult {
         .filter(|x| auth::allows(p.role, **x))
         .map(|x| json!(x.as_str()))
         .collect();
-    ok(json!({
+    let mut out = json!({
         "name": p.name,
+        "kind": p.kind(),
         "role": p.role.as_str(),
         "permissions": permissions,
-    }))
+    });
+    if let Via::Session { csrf, .. } = &p.via {
+        out["csrf"] = json!(csrf);
+    }
+    ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,16 +467,45 @@ pub(crate) async fn live(State(s): State<AppState>, p: Params) -> ApiResult {
 
 /// How often the event stream looks for new batches.
 const EVENTS_POLL: Duration = Duration::from_secs(2);
+/// What an event stream watches.
+struct Watch {
+    db: crate::db::Db,
+    web: std::sync::Arc<crate::session::WebAuth>,
+    /// The SHA-256 of the stream's session id, for a cookie session (checked at every poll:
+    /// one primary-key read).
+    session: Option<String>,
+}
 
 /// `GET /api/v1/events`: Server-Sent Events. An `ingest` event whenever newly stored batches
 /// appear (any replica's: the stream watches the database, not this process), with the number
 /// of batches and the newest receive time; the dashboard then refreshes what it shows.
-pub(crate) async fn events(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
+pub(crate) async fn events(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    p: Params,
+) -> Result<Response, ApiError> {
     p.allow(&[])?;
-    let db = s.db.clone();
-    let stream = futures_util::stream::unfold((db, None::<(i64, Ms)>), |(db, seen)| async move {
+    let watch = Watch {
+        db: s.db.clone(),
+        web: s.web.clone(),
+        session: match who.via {
+            Via::Session { id_hash, .. } => Some(id_hash),
+            Via::Token => None,
+        },
+    };
+    let stream = futures_util::stream::unfold((watch, None::<(i64, Ms)>), |(w, seen)| async move {
         let mut seen = seen;
+        let db = w.db.clone();
         loop {
+            // A cookie session's stream ends with the session (sign-out, expiry, a disabled
+            // user, a new password); the dashboard then finds itself signed out.
+            if let Some(id_hash) = &w.session
+                && !session::still_alive(&w.db, &w.web, id_hash)
+                    .await
+                    .unwrap_or(true)
+            {
+                return None;
+            }
             let now = match db.agent_heads().await {
                 Ok(h) => Some((
                     h.iter().map(|x| x.batches).sum::<i64>(),
@@ -486,7 +524,7 @@ pub(crate) async fn events(State(s): State<AppState>, p: Params) -> Result<Respo
                 let ev = Event::default()
                     .event(if first { "hello" } else { "ingest" })
                     .data(json!({"batches": n.0, "last_received": n.1}).to_string());
-                return Some((Ok::<Event, Infallible>(ev), (db, seen)));
+                return Some((Ok::<Event, Infallible>(ev), (w, seen)));
             }
             tokio::time::sleep(EVENTS_POLL).await;
         }

@@ -2,8 +2,12 @@
 //! protocol by `shopfloor_tests::browser`): simulator → agent → embedded broker → gateway
 //! (SQLite) → dashboard. Every main page loads without console errors, failed requests or
 //! uncaught exceptions; the language switch works; the state timeline and the other charts
-//! render with the simulator's data; a viewer sees no engineer action and the API refuses one
-//! anyway; an engineer records economic inputs; an auditor downloads a report.
+//! render with the simulator's data; users sign in with a name and password (users made by the
+//! `user add` code path), a wrong password is refused with a message, the session survives a
+//! reload and is an HttpOnly cookie the page's script cannot read; a viewer sees no engineer
+//! action and the API refuses one anyway (without the CSRF token, and with it for the role);
+//! an engineer records economic inputs (a POST with the CSRF token); an auditor downloads a
+//! report; signing out ends the session.
 //!
 //! Screenshots of each main page go to a temporary directory, or to `docs/screenshots/` with
 //! `SHOPFLOOR_UPDATE_SCREENSHOTS=1` (how the README's pictures are made).
@@ -52,12 +56,33 @@ async fn go(b: &mut Browser, hash: &str, ready: &str) {
         .unwrap();
 }
 
-async fn sign_in(b: &mut Browser, base: &str, token: &str) {
+/// Every user's password in this test.
+const PASSWORD: &str = "shopfloor dashboard 1";
+
+/// Creates a dashboard user as `shopfloor-gateway user add --password-stdin` does.
+async fn add_user(db: &shopfloor_gateway::db::Db, name: &str, role: &str) {
+    shopfloor_gateway::users::run_action(
+        db,
+        shopfloor_gateway::users::Action::Add {
+            name: name.into(),
+            role: role.into(),
+            password_stdin: true,
+        },
+        Some(PASSWORD.into()),
+        "cli:test",
+        now_ms(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn sign_in(b: &mut Browser, base: &str, user: &str) {
     b.goto(&format!("{base}/#/login")).await.unwrap();
-    b.wait_for("!!document.querySelector('#token')", WAIT)
+    b.wait_for("!!document.querySelector('#login-name')", WAIT)
         .await
         .unwrap();
-    b.type_into("#token", token).await.unwrap();
+    b.type_into("#login-name", user).await.unwrap();
+    b.type_into("#login-password", PASSWORD).await.unwrap();
     b.click("#login-submit").await.unwrap();
     b.wait_for("!!document.querySelector('#user')", WAIT)
         .await
@@ -66,7 +91,7 @@ async fn sign_in(b: &mut Browser, base: &str, token: &str) {
 
 async fn sign_out(b: &mut Browser) {
     b.click("#logout").await.unwrap();
-    b.wait_for("!!document.querySelector('#token')", WAIT)
+    b.wait_for("!!document.querySelector('#login-name')", WAIT)
         .await
         .unwrap();
 }
@@ -119,9 +144,11 @@ async fn dashboard_in_headless_chromium() {
     );
     std::fs::write(&config, text).unwrap();
     let gw = start_gateway(&config).await;
+    // A token for the test's own API calls; the browser signs in as users.
     let viewer = token(&gw.db, "viewer").await;
-    let engineer = token(&gw.db, "engineer").await;
-    let auditor = token(&gw.db, "auditor").await;
+    add_user(&gw.db, "wang.viewer", "viewer").await;
+    add_user(&gw.db, "li.engineer", "engineer").await;
+    add_user(&gw.db, "zhao.auditor", "auditor").await;
 
     let agent_cfg_path = dir.path().join("agent.toml");
     std::fs::write(
@@ -168,7 +195,7 @@ async fn dashboard_in_headless_chromium() {
 
     // Sign-in page, in Chinese by default.
     b.goto(&format!("{base}/")).await.unwrap();
-    b.wait_for("!!document.querySelector('#token')", WAIT)
+    b.wait_for("!!document.querySelector('#login-name')", WAIT)
         .await
         .unwrap();
     assert_eq!(
@@ -182,15 +209,25 @@ async fn dashboard_in_headless_chromium() {
         "登录"
     );
     b.screenshot(&shots.join("login.png"), false).await.unwrap();
-    // A wrong token is refused with a message, and nothing else breaks.
-    b.type_into("#token", "sf_not_a_token").await.unwrap();
+    // A wrong password is refused with a message, and nothing else breaks.
+    b.type_into("#login-name", "wang.viewer").await.unwrap();
+    b.type_into("#login-password", "not the password")
+        .await
+        .unwrap();
     b.click("#login-submit").await.unwrap();
     b.wait_for(
-        "document.querySelector('#login-msg').textContent.includes('登录失败')",
+        "document.querySelector('#login-msg').textContent === '登录失败: 用户名或密码错误'",
         WAIT,
     )
     .await
     .unwrap();
+    assert_eq!(
+        b.eval("document.querySelector('#login-password').value")
+            .await
+            .unwrap(),
+        "",
+        "the password field is cleared"
+    );
     let refused = b.take_errors();
     assert!(
         refused.iter().all(|e| e.contains("401")),
@@ -198,7 +235,24 @@ async fn dashboard_in_headless_chromium() {
     );
 
     // Viewer: the park page.
-    sign_in(&mut b, &base, &viewer).await;
+    sign_in(&mut b, &base, "wang.viewer").await;
+    // The session is an HttpOnly cookie: not readable by the page, in no storage.
+    assert_eq!(
+        b.eval("document.cookie.includes('sf_session')")
+            .await
+            .unwrap(),
+        false
+    );
+    let storage = b
+        .eval("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        .await
+        .unwrap();
+    let csrf = b.eval("window.sfApp.csrf").await.unwrap();
+    assert!(csrf.as_str().is_some_and(|c| c.len() == 43), "{csrf}");
+    assert!(
+        !storage.as_str().unwrap().contains(csrf.as_str().unwrap()),
+        "the CSRF token stays in memory: {storage}"
+    );
     b.wait_for(
         "!!document.querySelector('#enterprises tbody tr[data-entity=\"p1/e1\"]')",
         WAIT,
@@ -338,24 +392,47 @@ async fn dashboard_in_headless_chromium() {
     );
     go(&mut b, "#/inputs", "!!document.querySelector('#forbidden')").await;
     assert_clean(&mut b, "inputs (viewer)");
-    let status = b
+    let refused = b
         .eval(
-            "fetch('/api/v1/inputs', {method: 'POST', headers: {'Authorization': 'Bearer ' +
-               sessionStorage.getItem('sf_token'), 'Content-Type': 'application/json'},
-               body: '{}'}).then(r => r.status)",
+            "Promise.all([
+               fetch('/api/v1/inputs', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                 body: '{}'}).then(r => r.json()),
+               fetch('/api/v1/inputs', {method: 'POST', headers: {'Content-Type': 'application/json',
+                 'X-CSRF-Token': window.sfApp.csrf}, body: '{}'}).then(r => r.json())])
+             .then(a => a.map(x => x.error))",
         )
         .await
         .unwrap();
-    assert_eq!(status, 403, "the API refuses the viewer's write");
+    assert_eq!(
+        refused,
+        serde_json::json!([
+            "csrf: missing x-csrf-token header (a signed-in browser sends the token from POST /api/v1/login or GET /api/v1/session)",
+            "role: requires engineer or admin; this user's role is viewer"
+        ]),
+        "the API refuses the viewer's write"
+    );
     let refused = b.take_errors();
     assert!(
         refused.iter().all(|e| e.contains("403")),
-        "only the refused write may fail: {refused:#?}"
+        "only the refused writes may fail: {refused:#?}"
     );
+    // A reload keeps the session (the cookie), and the page gets its CSRF token again.
+    b.goto(&format!("{base}/#/entity/p1/e1/w1")).await.unwrap();
+    let js = format!("!!document.querySelector('#user') && window.sfApp.csrf === {csrf}");
+    b.wait_for(&js, WAIT).await.unwrap();
+    assert_clean(&mut b, "reload");
     sign_out(&mut b).await;
+    // Signed out: the old session is gone on the server too.
+    let status = b
+        .eval("fetch('/api/v1/session').then(r => r.status)")
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let refused = b.take_errors();
+    assert!(refused.iter().all(|e| e.contains("401")), "{refused:#?}");
 
     // Engineer: records economic inputs through the form.
-    sign_in(&mut b, &base, &engineer).await;
+    sign_in(&mut b, &base, "li.engineer").await;
     assert_eq!(
         b.eval("!!document.querySelector('[data-nav=inputs]')")
             .await
@@ -377,6 +454,13 @@ async fn dashboard_in_headless_chromium() {
     )
     .await
     .unwrap();
+    assert_eq!(
+        b.eval("document.querySelector('#inputs-history tbody td:nth-child(3)').textContent")
+            .await
+            .unwrap(),
+        "user:li.engineer",
+        "audited as the signed-in user"
+    );
     assert_clean(&mut b, "inputs (engineer)");
     b.screenshot(&shots.join("inputs.png"), false)
         .await
@@ -384,7 +468,7 @@ async fn dashboard_in_headless_chromium() {
     sign_out(&mut b).await;
 
     // Auditor: downloads the enterprise report.
-    sign_in(&mut b, &base, &auditor).await;
+    sign_in(&mut b, &base, "zhao.auditor").await;
     go(
         &mut b,
         "#/reports",
