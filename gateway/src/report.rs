@@ -325,7 +325,7 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-fn config_path(arg: Option<&Path>) -> PathBuf {
+pub(crate) fn config_path(arg: Option<&Path>) -> PathBuf {
     match arg {
         Some(p) => p.to_owned(),
         None => std::env::var_os(CONFIG_ENV)

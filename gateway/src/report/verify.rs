@@ -2,9 +2,11 @@
 //! (`signatures[]`: agent, first/last seq and hash), the stored raw batches are loaded with
 //! their payloads and checked again, batch by batch:
 //!
-//! - the payload opens and its signature verifies with the agent's **registered** public key
-//!   over the exact body bytes, with ingest's own checks ([`ingest::verify_signed`]: `malformed`,
-//!   `agent_mismatch`, `bad_signature`);
+//! - the payload opens and its signature verifies with one of the agent's **registered** keys
+//!   over the exact body bytes, with ingest's own checks ([`ingest::verify_with_keys`]:
+//!   `malformed`, `agent_mismatch`, `bad_signature`; the current key, or a key retired by a
+//!   rotation for batches received inside its overlap window, `expired_key` after it; a
+//!   revoked key is `revoked_key`);
 //! - the body's `seq` is the stored seq (`seq_mismatch`), the SHA-256 of the body is the stored
 //!   body hash (`hash_mismatch`) and the body's `prev` is the stored `prev` (`prev_mismatch`);
 //! - the hash chain: `prev` of each batch is the SHA-256 of the stored body of the batch before
@@ -19,18 +21,21 @@
 //! What ingest checked against the clock and the agent's scope at reception is not repeated
 //! (it depended on that moment's registry and clock). Payloads are read in chunks and verified
 //! off the async workers. Nothing is written.
+//!
+//! [`examine`], [`Walker`] and [`examine_chunk`] are shared with `shopfloor-gateway verify`
+//! (`crate::verify`), which walks every stored chain of a period the same way.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use shopfloor_core::batch::{self, VerifyingKey};
+use shopfloor_core::batch::{self, Body};
 use shopfloor_core::evidence::Evidence;
 use shopfloor_store::Store as _;
 use shopfloor_store::{StoreError, StoredBatch};
 
 use crate::db::Db;
 use crate::indicators::QueryError;
-use crate::ingest;
+use crate::ingest::{self, AgentKeys};
 use crate::model::Snapshot;
 
 /// Stored batches read (with payloads) per store call.
@@ -129,23 +134,27 @@ fn cite(v: &Value) -> Option<Cite> {
 
 /// What the pure check of one stored batch found.
 #[derive(Debug)]
-struct Examined {
-    seq: i64,
-    stored_hash: String,
+pub(crate) struct Examined {
+    pub(crate) seq: i64,
+    pub(crate) stored_hash: String,
     /// SHA-256 of the body in the stored payload, when it opens.
-    body_hash: Option<String>,
+    pub(crate) body_hash: Option<String>,
     /// `prev` inside the stored payload, when it opens.
-    body_prev: Option<String>,
-    problems: Vec<(&'static str, String)>,
+    pub(crate) body_prev: Option<String>,
+    /// The body, when its signature verified with a registered key.
+    pub(crate) body: Option<Body>,
+    pub(crate) problems: Vec<(&'static str, String)>,
 }
 
-/// Checks one stored batch against the agent's key (pure).
-fn examine(agent: &str, key: &VerifyingKey, b: StoredBatch) -> Examined {
+/// Checks one stored batch against the agent's registered keys, as received at its stored
+/// receive time (pure).
+pub(crate) fn examine(agent: &str, keys: &AgentKeys, b: StoredBatch) -> Examined {
     let mut ex = Examined {
         seq: b.seq,
         stored_hash: b.body_hash.clone(),
         body_hash: None,
         body_prev: None,
+        body: None,
         problems: Vec::new(),
     };
     let Some(payload) = b.payload else {
@@ -156,8 +165,8 @@ fn examine(agent: &str, key: &VerifyingKey, b: StoredBatch) -> Examined {
         return ex;
     };
     let mut seq = None;
-    match ingest::verify_signed(agent, key, &payload, &mut seq) {
-        Ok((opened, seq)) => {
+    match ingest::verify_with_keys(agent, keys, &payload, b.received, &mut seq) {
+        Ok((opened, seq, _)) => {
             if seq != b.seq {
                 ex.problems.push((
                     "seq_mismatch",
@@ -165,7 +174,8 @@ fn examine(agent: &str, key: &VerifyingKey, b: StoredBatch) -> Examined {
                 ));
             }
             ex.body_hash = Some(opened.body_hash);
-            ex.body_prev = Some(opened.body.prev);
+            ex.body_prev = Some(opened.body.prev.clone());
+            ex.body = Some(opened.body);
         }
         Err(r) => {
             ex.problems.push((r.reason, r.detail));
@@ -277,17 +287,11 @@ async fn check_agent(db: &Db, snap: &Snapshot, c: Cite) -> Result<AgentCheck, Qu
         );
         return Ok(a);
     };
-    let key = match batch::parse_public_key(&reg.public_key) {
-        Ok(k) => k,
-        Err(e) => {
-            a.fail(
-                None,
-                "bad_key",
-                format!("registry: agent {:?}: {e}", c.agent),
-            );
-            return Ok(a);
-        }
-    };
+    let keys = AgentKeys::of(reg);
+    if let Err(e) = &keys.current {
+        a.fail(None, "bad_key", format!("registry: {e}"));
+        return Ok(a);
+    }
     if reg.public_key.trim() != c.public_key.trim() {
         a.notes.push(format!(
             "the registered key differs from the evidence's {}; checked with the registered key",
@@ -301,107 +305,31 @@ async fn check_agent(db: &Db, snap: &Snapshot, c: Cite) -> Result<AgentCheck, Qu
                 .to_owned(),
         );
     }
-    let gaps: BTreeSet<i64> = db
-        .chain_events(Some(&c.agent), 100_000)
-        .await?
-        .into_iter()
-        .filter(|e| e.kind == "gap")
-        .map(|e| e.seq)
-        .collect();
-
-    // (seq, SHA-256 of its stored body when it opens) of the batch examined last.
-    let mut prev: Option<(i64, Option<String>)> = None;
+    let mut walker = Walker::new(c.first_seq, recorded_gaps(db, &c.agent).await?);
     let mut first_stored: Option<String> = None;
     let mut last_stored: Option<(i64, String)> = None;
     let mut lo = (c.first_seq - 1).max(1);
     while lo <= c.last_seq {
         let hi = lo.saturating_add(CHUNK - 1).min(c.last_seq);
-        let rows = db.batches(&c.agent, lo, hi, true).await?;
-        let agent = c.agent.clone();
-        let examined = tokio::task::spawn_blocking(move || {
-            rows.into_iter()
-                .map(|b| examine(&agent, &key, b))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| QueryError::Store(StoreError::Db(format!("verification task: {e}"))))?;
-        for ex in examined {
-            if ex.seq < c.first_seq {
-                // The batch before the cited range: only the first link.
-                prev = Some((ex.seq, ex.body_hash));
+        for ex in examine_chunk(db, &c.agent, &keys, lo, hi).await? {
+            let Some(problems) = walker.step(&ex) else {
                 continue;
-            }
+            };
             a.checked += 1;
             if ex.seq == c.first_seq {
                 first_stored = Some(ex.stored_hash.clone());
             }
             last_stored = Some((ex.seq, ex.stored_hash.clone()));
-            let mut problems = ex.problems;
-            let expected: Option<Option<String>> = if ex.seq == 1 {
-                Some(Some(batch::ZERO_HASH.to_owned()))
-            } else {
-                match &prev {
-                    Some((ps, h)) if *ps == ex.seq - 1 => Some(h.clone()),
-                    other => {
-                        let after = other.as_ref().map_or(c.first_seq - 1, |p| p.0);
-                        if ex.seq > c.first_seq {
-                            let (m0, m1) = (after + 1, ex.seq - 1);
-                            if gaps.contains(&ex.seq) {
-                                a.notes.push(format!(
-                                    "seq {} never received (ingest recorded the gap when seq {} \
-                                     arrived): a data gap, the chain is checked on both sides",
-                                    seqs(m0, m1),
-                                    ex.seq
-                                ));
-                            } else {
-                                problems.push((
-                                    "missing_batches",
-                                    format!(
-                                        "seq {} not in the store, and ingest recorded no gap \
-                                         before seq {} (removed after ingest)",
-                                        seqs(m0, m1),
-                                        ex.seq
-                                    ),
-                                ));
-                            }
-                        } else {
-                            a.notes.push(format!(
-                                "the chain is checked from seq {} (seq {} is not stored)",
-                                ex.seq,
-                                ex.seq - 1
-                            ));
-                        }
-                        None
-                    }
-                }
-            };
-            if let (Some(Some(want)), Some(got)) = (&expected, &ex.body_prev)
-                && want != got
-            {
-                problems.push((
-                    "chain_break",
-                    if ex.seq == 1 {
-                        format!("body.prev: {got}, but seq 1 must name 64 zeros")
-                    } else {
-                        format!(
-                            "body.prev: {got} is not the SHA-256 of the stored body of seq {} \
-                             ({want}): seq {} was altered or replaced",
-                            ex.seq - 1,
-                            ex.seq - 1
-                        )
-                    },
-                ));
-            }
             if problems.is_empty() {
                 a.ok += 1;
             }
             for (reason, detail) in problems {
                 a.fail(Some(ex.seq), reason, detail);
             }
-            prev = Some((ex.seq, ex.body_hash));
         }
         lo = hi + 1;
     }
+    a.notes.append(&mut walker.notes);
     match first_stored {
         Some(h) if h == c.first_hash => {}
         Some(h) => a.fail(
@@ -448,4 +376,129 @@ async fn check_agent(db: &Db, snap: &Snapshot, c: Cite) -> Result<AgentCheck, Qu
         ));
     }
     Ok(a)
+}
+
+/// The seqs of `agent` before which ingest recorded a gap (the batch that arrived after
+/// missing ones).
+pub(crate) async fn recorded_gaps(db: &Db, agent: &str) -> Result<BTreeSet<i64>, QueryError> {
+    Ok(db
+        .chain_events(Some(agent), 100_000)
+        .await?
+        .into_iter()
+        .filter(|e| e.kind == "gap")
+        .map(|e| e.seq)
+        .collect())
+}
+
+/// The stored batches of `agent` with `lo <= seq <= hi`, read with their payloads and
+/// [`examine`]d off the async workers.
+pub(crate) async fn examine_chunk(
+    db: &Db,
+    agent: &str,
+    keys: &AgentKeys,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<Examined>, QueryError> {
+    let rows = db.batches(agent, lo, hi, true).await?;
+    let (agent, keys) = (agent.to_owned(), keys.clone());
+    tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(|b| examine(&agent, &keys, b))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| QueryError::Store(StoreError::Db(format!("verification task: {e}"))))
+}
+
+/// Follows one agent's hash chain through its stored batches in seq order (the report's check
+/// and `shopfloor-gateway verify`). A batch below `first_seq` is only the first link; every
+/// later one gets its own problems ([`examine`]) plus the chain's: `chain_break` (its `prev` is
+/// not the SHA-256 of the stored body before it; 64 zeros for seq 1) and `missing_batches`
+/// (seqs missing before it although ingest recorded no gap: removed after ingest). Gaps ingest
+/// recorded, and where the check starts, are [`Walker::notes`].
+#[derive(Debug)]
+pub(crate) struct Walker {
+    first_seq: i64,
+    gaps: BTreeSet<i64>,
+    /// (seq, SHA-256 of its stored body when it opens) of the batch examined last.
+    prev: Option<(i64, Option<String>)>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Walker {
+    pub(crate) fn new(first_seq: i64, gaps: BTreeSet<i64>) -> Walker {
+        Walker {
+            first_seq,
+            gaps,
+            prev: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The problems of `ex` (batches must come in increasing seq order); `None` for a batch
+    /// before the checked range (only remembered as the first link).
+    pub(crate) fn step(&mut self, ex: &Examined) -> Option<Vec<(&'static str, String)>> {
+        if ex.seq < self.first_seq {
+            self.prev = Some((ex.seq, ex.body_hash.clone()));
+            return None;
+        }
+        let mut problems = ex.problems.clone();
+        let expected: Option<Option<String>> = if ex.seq == 1 {
+            Some(Some(batch::ZERO_HASH.to_owned()))
+        } else {
+            match &self.prev {
+                Some((ps, h)) if *ps == ex.seq - 1 => Some(h.clone()),
+                other => {
+                    let after = other.as_ref().map_or(self.first_seq - 1, |p| p.0);
+                    if ex.seq > self.first_seq {
+                        let (m0, m1) = (after + 1, ex.seq - 1);
+                        if self.gaps.contains(&ex.seq) {
+                            self.notes.push(format!(
+                                "seq {} never received (ingest recorded the gap when seq {} \
+                                 arrived): a data gap, the chain is checked on both sides",
+                                seqs(m0, m1),
+                                ex.seq
+                            ));
+                        } else {
+                            problems.push((
+                                "missing_batches",
+                                format!(
+                                    "seq {} not in the store, and ingest recorded no gap \
+                                     before seq {} (removed after ingest)",
+                                    seqs(m0, m1),
+                                    ex.seq
+                                ),
+                            ));
+                        }
+                    } else {
+                        self.notes.push(format!(
+                            "the chain is checked from seq {} (seq {} is not stored)",
+                            ex.seq,
+                            ex.seq - 1
+                        ));
+                    }
+                    None
+                }
+            }
+        };
+        if let (Some(Some(want)), Some(got)) = (&expected, &ex.body_prev)
+            && want != got
+        {
+            problems.push((
+                "chain_break",
+                if ex.seq == 1 {
+                    format!("body.prev: {got}, but seq 1 must name 64 zeros")
+                } else {
+                    format!(
+                        "body.prev: {got} is not the SHA-256 of the stored body of seq {} \
+                         ({want}): seq {} was altered or replaced",
+                        ex.seq - 1,
+                        ex.seq - 1
+                    )
+                },
+            ));
+        }
+        self.prev = Some((ex.seq, ex.body_hash.clone()));
+        Some(problems)
+    }
 }
