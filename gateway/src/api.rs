@@ -1,12 +1,16 @@
 //! The REST API (DESIGN.md §5; every operation in `gateway/openapi.json`, served at
 //! `/api/v1/openapi.json`): entities, indicators, series, assessments, evidence, economic
-//! inputs, the registry, the audit log, quarantine, agents and tokens, plus `/healthz` and
-//! `/metrics`.
+//! inputs, the registry, the audit log, quarantine, agents, tokens, users and dashboard
+//! sign-in ([`crate::session`]), plus `/healthz` and `/metrics`.
 //!
 //! Invariants:
 //! - [`ROUTES`] is the single list of operations: the router is built from it, each route's
 //!   [`Permission`] is enforced from it (before any parameter is read), and a test checks that
-//!   the OpenAPI document lists exactly these (method, path) pairs.
+//!   the OpenAPI document lists exactly these (method, path) pairs. Callers are authenticated
+//!   by [`auth::authorize_request`] (bearer token, else session cookie + CSRF).
+//! - Every write (POST, PUT, DELETE) is audited with its actor (`token:<name>`, `user:<name>`)
+//!   by the store, in the transaction of the change; sign-in and sign-out change no data and
+//!   are logged instead.
 //! - Every request is counted once, in one middleware, by route template (`unmatched` for
 //!   paths outside the table) and status: `Metrics::http_request`.
 //! - Every error is JSON `{"error": "<field>: <reason>"}` (with `"errors": [...]` when there
@@ -47,6 +51,8 @@ use crate::metrics::Metrics;
 use crate::model::{EconomicInputs, Entity, EntityKind, Role, Snapshot};
 use crate::registry::{self, Registry, RegistryError};
 use crate::report;
+use crate::session::{self, WebAuth};
+use crate::users;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -66,6 +72,8 @@ pub struct AppState {
     pub tz: jiff::tz::TimeZone,
     /// Largest accepted request body (bytes); larger gets 413.
     pub max_body_bytes: usize,
+    /// Dashboard sign-in: session settings, the login rate limiter, the clock.
+    pub web: Arc<WebAuth>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,6 +121,7 @@ enum Op {
     Assessment,
     Evidence,
     Report,
+    Seals,
     InputsPost,
     InputsImport,
     InputsHistory,
@@ -131,6 +140,11 @@ enum Op {
     Timeline,
     Live,
     Events,
+    Login,
+    Logout,
+    UsersList,
+    UsersCreate,
+    UsersUpdate,
 }
 
 /// One operation of the API.
@@ -248,6 +262,13 @@ pub const ROUTES: &[Route] = &[
         Op::Report,
     ),
     route(
+        Get,
+        "/api/v1/seals",
+        "/api/v1/seals",
+        Some(P::Evidence),
+        Op::Seals,
+    ),
+    route(
         Post,
         "/api/v1/inputs",
         "/api/v1/inputs",
@@ -338,6 +359,35 @@ pub const ROUTES: &[Route] = &[
         Some(P::Tokens),
         Op::TokensRevoke,
     ),
+    route(Post, "/api/v1/login", "/api/v1/login", None, Op::Login),
+    route(
+        Post,
+        "/api/v1/logout",
+        "/api/v1/logout",
+        Some(P::Read),
+        Op::Logout,
+    ),
+    route(
+        Get,
+        "/api/v1/users",
+        "/api/v1/users",
+        Some(P::Users),
+        Op::UsersList,
+    ),
+    route(
+        Post,
+        "/api/v1/users",
+        "/api/v1/users",
+        Some(P::Users),
+        Op::UsersCreate,
+    ),
+    route(
+        Put,
+        "/api/v1/users/{name}",
+        "/api/v1/users/{name}",
+        Some(P::Users),
+        Op::UsersUpdate,
+    ),
 ];
 
 fn handler(op: Op, f: MethodFilter) -> MethodRouter<AppState> {
@@ -351,6 +401,7 @@ fn handler(op: Op, f: MethodFilter) -> MethodRouter<AppState> {
         Op::Assessment => on(f, assessment),
         Op::Evidence => on(f, evidence),
         Op::Report => on(f, report),
+        Op::Seals => on(f, seals),
         Op::InputsPost => on(f, inputs_post),
         Op::InputsImport => on(f, inputs_import),
         Op::InputsHistory => on(f, inputs_history),
@@ -369,6 +420,11 @@ fn handler(op: Op, f: MethodFilter) -> MethodRouter<AppState> {
         Op::Timeline => on(f, dashboard::timeline),
         Op::Live => on(f, dashboard::live),
         Op::Events => on(f, dashboard::events),
+        Op::Login => on(f, session::login),
+        Op::Logout => on(f, session::logout),
+        Op::UsersList => on(f, users::list),
+        Op::UsersCreate => on(f, users::create),
+        Op::UsersUpdate => on(f, users::update),
     }
 }
 
@@ -378,6 +434,7 @@ pub fn router(state: AppState) -> Router {
     for rt in ROUTES {
         let guard = Guard {
             db: state.db.clone(),
+            web: state.web.clone(),
             route: rt,
             max_body_bytes: state.max_body_bytes,
         };
@@ -433,13 +490,20 @@ async fn count(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) ->
 #[derive(Debug, Clone)]
 struct Guard {
     db: Db,
+    web: Arc<WebAuth>,
     route: &'static Route,
     max_body_bytes: usize,
 }
 
-/// Refuses a declared body over the limit before anything reads it, checks the route's
-/// permission before the handler reads anything, and labels the response.
-async fn guarded(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+/// Refuses a declared body over the limit before anything reads it, authenticates the caller
+/// (bearer token, else the session cookie with CSRF checks) and checks the route's permission
+/// before the handler reads anything, and labels the response.
+async fn guarded(
+    State(g): State<Guard>,
+    session::Peer(peer): session::Peer,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -450,14 +514,34 @@ async fn guarded(State(g): State<Guard>, mut req: Request, next: Next) -> Respon
         _ if too_large => ApiError::too_large(g.max_body_bytes).into_response(),
         None => next.run(req).await,
         Some(needs) => {
-            let header = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.to_str().unwrap_or_default());
-            match auth::authorize(&g.db, header, needs).await {
+            let h = req.headers();
+            let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+            let creds = auth::Credentials {
+                authorization: h
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.to_str().unwrap_or_default()),
+                session_cookies: session::session_cookies(h),
+                unsafe_method: !matches!(
+                    *req.method(),
+                    axum::http::Method::GET
+                        | axum::http::Method::HEAD
+                        | axum::http::Method::OPTIONS
+                ),
+                origin: text(header::ORIGIN),
+                host: g.web.request_host(peer, h),
+                csrf: h.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()),
+            };
+            match auth::authorize_request(&g.db, &g.web, &creds, needs).await {
                 Ok(p) => {
                     req.extensions_mut().insert(p);
                     next.run(req).await
+                }
+                Err(AuthError::SessionEnded) => {
+                    let mut r = ApiError::from(AuthError::SessionEnded).into_response();
+                    if let Ok(v) = HeaderValue::from_str(&g.web.clear_cookie()) {
+                        r.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                    r
                 }
                 Err(e) => ApiError::from(e).into_response(),
             }
@@ -571,10 +655,12 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing | AuthError::Invalid => {
+            AuthError::Missing | AuthError::Invalid | AuthError::SessionEnded => {
                 ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
             }
-            AuthError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            AuthError::Forbidden { .. } | AuthError::Csrf(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+            }
             AuthError::Store(e) => ApiError::store(&e),
         }
     }
@@ -735,7 +821,10 @@ fn require_media(headers: &HeaderMap, allowed: &[&str]) -> Result<(), ApiError> 
 }
 
 /// The body bytes, or 413 / 400.
-fn body_bytes(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(max)
@@ -746,7 +835,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, 
 }
 
 /// A JSON body (content type `application/json`) as a value.
-fn json_value(
+pub(crate) fn json_value(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     max: usize,
@@ -757,7 +846,7 @@ fn json_value(
 }
 
 /// Deserialises a value, naming the path of the first problem (`[2].from`, `role`).
-fn typed<T: DeserializeOwned>(v: Value, prefix: &str) -> Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(v: Value, prefix: &str) -> Result<T, String> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let field = match (prefix.is_empty(), path == ".") {
@@ -775,7 +864,7 @@ fn now_ms() -> Ms {
 }
 
 /// RFC 3339 with the offset of `tz` (`null` for an instant out of range).
-fn time(ms: Ms, tz: &jiff::tz::TimeZone) -> Value {
+pub(crate) fn time(ms: Ms, tz: &jiff::tz::TimeZone) -> Value {
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(t) => Value::String(t.display_with_offset(tz.to_offset(t)).to_string()),
         Err(_) => Value::Null,
@@ -804,14 +893,14 @@ pub(crate) fn period(
     Ok((entity.to_owned(), from, to))
 }
 
-type Body = Result<Bytes, BytesRejection>;
+pub(crate) type Body = Result<Bytes, BytesRejection>;
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-fn created(v: Value) -> ApiResult {
+pub(crate) fn created(v: Value) -> ApiResult {
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
@@ -997,6 +1086,44 @@ async fn evidence(State(s): State<AppState>, p: Params) -> ApiResult {
 
 /// `GET /api/v1/reports?entity=&from=&to=&format=html|xlsx|csv|json&lang=zh-CN|en`: the
 /// auditor's period report (docs/REPORTS.md), as a download.
+/// `GET /api/v1/seals?entity=&from=&to=&evidence=true|false`: the seals of sealed days
+/// (docs/GATEWAY.md, "Seals and verify"), every version; all parameters optional.
+async fn seals(State(s): State<AppState>, p: Params) -> ApiResult {
+    p.allow(&["entity", "from", "to", "evidence"])?;
+    let entity = p.get("entity");
+    if let Some(e) = entity {
+        registry::check_entity_path(e).map_err(|r| ApiError::bad("entity", r))?;
+        if !s.registry.snapshot().entities.contains_key(e) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("entity: {e} is not a registered entity"),
+            ));
+        }
+    }
+    let from = p
+        .get("from")
+        .map(|t| indicators::parse_time("from", t, &s.tz))
+        .transpose()?;
+    let to = p
+        .get("to")
+        .map(|t| indicators::parse_time("to", t, &s.tz))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (from, to)
+        && a >= b
+    {
+        return Err(ApiError::bad("to", "must be after from"));
+    }
+    let evidence = match p.get("evidence") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad("evidence", "must be true or false")),
+    };
+    let v = crate::seal::list(&s.db, &s.tz, entity, from, to, evidence)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    ok(v)
+}
+
 async fn report(State(s): State<AppState>, p: Params) -> ApiResult {
     p.allow(&["entity", "from", "to", "format", "lang"])?;
     let snap = s.registry.snapshot();
@@ -1161,6 +1288,18 @@ async fn inputs_history(State(s): State<AppState>, p: Params) -> ApiResult {
 // Registry
 // ---------------------------------------------------------------------------------------------
 
+/// A registry id from the path: no control characters (no stored id has one, and PostgreSQL
+/// refuses NUL in text), at most 1024 bytes.
+fn check_path_id(id: &str) -> Result<(), ApiError> {
+    if id.len() > 1024 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "id",
+            "must have no control characters and at most 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
 fn item_json(it: &RegistryItem, tz: &jiff::tz::TimeZone) -> Value {
     json!({
         "kind": it.kind,
@@ -1191,6 +1330,7 @@ async fn registry_get(
     p: Params,
 ) -> ApiResult {
     let Path((kind, id)) = path?;
+    check_path_id(&id)?;
     p.allow(&[])?;
     let item = s.registry.get(&kind, &id).await?;
     ok(item_json(&item, &s.tz))
@@ -1205,6 +1345,7 @@ async fn registry_put(
     body: Body,
 ) -> ApiResult {
     let Path((kind, id)) = path?;
+    check_path_id(&id)?;
     p.allow(&[])?;
     if registry::Kind::parse(&kind).is_none() {
         return Err(RegistryError::UnknownKind(kind).into());
@@ -1246,6 +1387,7 @@ async fn registry_delete(
     p: Params,
 ) -> ApiResult {
     let Path((kind, id)) = path?;
+    check_path_id(&id)?;
     p.allow(&[])?;
     let deleted = s.registry.delete(&kind, &id, &who.actor()).await?;
     ok(json!({ "kind": kind, "id": id, "deleted": deleted }))
@@ -1437,7 +1579,10 @@ async fn tokens_revoke(
 ) -> ApiResult {
     let Path(name) = path?;
     p.allow(&[])?;
-    if s.db.token_revoke(&name, &who.actor(), now_ms()).await? {
+    // A name no token can have is not looked up (PostgreSQL refuses NUL in text).
+    if auth::check_token_name(&name).is_ok()
+        && s.db.token_revoke(&name, &who.actor(), now_ms()).await?
+    {
         ok(json!({ "revoked": name }))
     } else {
         Err(ApiError::new(
@@ -1479,13 +1624,21 @@ mod tests {
                 r.path
             );
         }
-        // Only the three documented operations are public.
+        // Only the documented operations are public.
         let public: Vec<&str> = ROUTES
             .iter()
             .filter(|r| r.access.is_none())
             .map(|r| r.path)
             .collect();
-        assert_eq!(public, vec!["/healthz", "/metrics", "/api/v1/openapi.json"]);
+        assert_eq!(
+            public,
+            vec![
+                "/healthz",
+                "/metrics",
+                "/api/v1/openapi.json",
+                "/api/v1/login"
+            ]
+        );
         assert!(!ROUTES.iter().any(|r| r.path == "/"));
     }
 

@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub ingest: IngestSection,
+    #[serde(default)]
+    pub seal: SealSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +95,56 @@ pub struct MqttSection {
     pub client_key: Option<PathBuf>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u64,
+    /// `[mqtt.tls]`: TLS on the embedded broker's listener (`crate::guard`).
+    #[serde(default)]
+    pub tls: Option<GuardTls>,
+    /// `[mqtt.auth]`: who may connect to the embedded broker (`crate::guard`).
+    #[serde(default)]
+    pub auth: Option<GuardAuth>,
+}
+
+/// `[mqtt.tls]` of the embedded broker: with it, its listener speaks TLS only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardTls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificate(s) (PEM) of client certificates: set, every client must present a
+    /// certificate it signed, and the certificate's subject CN is the client's identity.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[mqtt.auth]` of the embedded broker.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardAuth {
+    /// `name:$argon2id$…` lines (`shopfloor-gateway mqtt-user add`); mode 0600.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// Default: true only when neither `users_file` nor `mqtt.tls.client_ca` is set.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// Identities that may subscribe under the topic prefix and publish nothing.
+    #[serde(default)]
+    pub readers: Vec<String>,
+}
+
+impl MqttSection {
+    /// Whether the embedded broker accepts clients without credentials.
+    pub fn allow_anonymous(&self) -> bool {
+        let auth = self.auth.as_ref();
+        auth.and_then(|a| a.allow_anonymous).unwrap_or_else(|| {
+            auth.and_then(|a| a.users_file.as_ref()).is_none()
+                && self
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_ca.as_ref())
+                    .is_none()
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -125,6 +177,8 @@ impl Default for MqttSection {
             client_cert: None,
             client_key: None,
             keep_alive_s: default_keep_alive(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -138,7 +192,27 @@ pub struct HttpSection {
     /// Largest accepted request body (bytes); larger gets 413.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Mark the dashboard's session cookie `Secure` (sent over HTTPS only). Set it when the
+    /// dashboard is served over HTTPS through a reverse proxy.
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// A dashboard session ends after this long without a request (seconds).
+    #[serde(default = "default_session_idle")]
+    pub session_idle_s: u64,
+    /// A dashboard session ends this long after sign-in, whatever happens (seconds).
+    #[serde(default = "default_session_max")]
+    pub session_max_s: u64,
+    /// Reverse proxies (addresses or networks `a.b.c.d/n`) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Host` are believed; empty: the socket's peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
+
+/// Default idle timeout of a dashboard session: 30 minutes (a wall display's live refresh
+/// keeps it active).
+pub const DEFAULT_SESSION_IDLE_S: u64 = 30 * 60;
+/// Default absolute lifetime of a dashboard session: 12 hours (one long shift).
+pub const DEFAULT_SESSION_MAX_S: u64 = 12 * 3600;
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -146,12 +220,22 @@ fn default_http_listen() -> SocketAddr {
 fn default_body_limit() -> usize {
     4 << 20
 }
+fn default_session_idle() -> u64 {
+    DEFAULT_SESSION_IDLE_S
+}
+fn default_session_max() -> u64 {
+    DEFAULT_SESSION_MAX_S
+}
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             listen: default_http_listen(),
             max_body_bytes: default_body_limit(),
+            secure_cookies: false,
+            session_idle_s: DEFAULT_SESSION_IDLE_S,
+            session_max_s: DEFAULT_SESSION_MAX_S,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -286,6 +370,37 @@ impl Default for IngestSection {
     }
 }
 
+/// `[seal]`: sealing closed days (docs/GATEWAY.md, "Seals and verify").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSection {
+    /// Seal closed days (only the holder of the roll-up lease seals).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long after a local day's end it is sealed (seconds): late batches of the agents'
+    /// outboxes mostly arrive by then (later ones make a new version of the seal).
+    #[serde(default = "default_seal_after")]
+    pub after_s: u64,
+    /// Public keys (`ed25519:<base64>`) of other gateway replicas whose seals `verify` accepts;
+    /// this gateway's own key (`<data_dir>/gateway.key`) is always trusted.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+fn default_seal_after() -> u64 {
+    3600
+}
+
+impl Default for SealSection {
+    fn default() -> Self {
+        SealSection {
+            enabled: true,
+            after_s: default_seal_after(),
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
 /// A configuration error: `file: path: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -322,7 +437,15 @@ pub fn load(path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     resolve_paths(&mut cfg, base);
-    let errors = validate(&cfg, &file);
+    let mut errors = validate(&cfg, &file);
+    if errors.is_empty() {
+        // The embedded broker's TLS and users files: readable and well-formed.
+        errors.extend(
+            crate::guard::check_config(&cfg)
+                .into_iter()
+                .map(|(p, r)| err(&p, r)),
+        );
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
@@ -349,6 +472,16 @@ fn resolve_paths(cfg: &mut GatewayConfig, base: &Path) {
     .flatten()
     {
         fix(p);
+    }
+    if let Some(t) = &mut cfg.mqtt.tls {
+        fix(&mut t.cert);
+        fix(&mut t.key);
+        if let Some(ca) = &mut t.client_ca {
+            fix(ca);
+        }
+    }
+    if let Some(f) = cfg.mqtt.auth.as_mut().and_then(|a| a.users_file.as_mut()) {
+        fix(f);
     }
 }
 
@@ -421,8 +554,26 @@ pub fn validate(cfg: &GatewayConfig, file: &str) -> Vec<ConfigError> {
     if cfg.mqtt.keep_alive_s < 5 {
         bad("mqtt.keep_alive_s", "must be at least 5");
     }
+    validate_guard(&cfg.mqtt, &mut bad);
     if cfg.http.max_body_bytes < 1024 {
         bad("http.max_body_bytes", "must be at least 1024");
+    }
+    if !(60..=30 * 86_400).contains(&cfg.http.session_idle_s) {
+        bad(
+            "http.session_idle_s",
+            "must be from 60 to 2592000 (30 days)",
+        );
+    }
+    if !(300..=30 * 86_400).contains(&cfg.http.session_max_s) {
+        bad(
+            "http.session_max_s",
+            "must be from 300 to 2592000 (30 days)",
+        );
+    }
+    for (i, p) in cfg.http.trusted_proxies.iter().enumerate() {
+        if let Err(r) = crate::session::Cidr::parse(p) {
+            bad(&format!("http.trusted_proxies[{i}]"), &r);
+        }
     }
     if cfg.ingest.max_batches_per_commit == 0 {
         bad("ingest.max_batches_per_commit", "must be at least 1");
@@ -433,7 +584,75 @@ pub fn validate(cfg: &GatewayConfig, file: &str) -> Vec<ConfigError> {
     if cfg.metrics.indicator_refresh_s == 0 {
         bad("metrics.indicator_refresh_s", "must be at least 1");
     }
+    if cfg.seal.after_s > 30 * 86_400 {
+        bad("seal.after_s", "must be at most 2592000 (30 days)");
+    }
+    for (i, k) in cfg.seal.trusted_keys.iter().enumerate() {
+        if let Err(e) = shopfloor_core::batch::parse_public_key(k) {
+            bad(&format!("seal.trusted_keys[{i}]"), &e.to_string());
+        }
+    }
     out
+}
+
+/// `[mqtt.tls]` and `[mqtt.auth]` of the embedded broker (docs/GATEWAY.md, "MQTT security").
+fn validate_guard(m: &MqttSection, bad: &mut impl FnMut(&str, &str)) {
+    if !m.embedded {
+        if m.tls.is_some() {
+            bad(
+                "mqtt.tls",
+                "only for the embedded broker (mqtt.embedded = true); an external broker is \
+                 secured in its own configuration (deploy/mosquitto/), the gateway's connection \
+                 to it with mqtt.ca_file, mqtt.client_cert and mqtt.client_key",
+            );
+        }
+        if m.auth.is_some() {
+            bad(
+                "mqtt.auth",
+                "only for the embedded broker (mqtt.embedded = true); an external broker has \
+                 its own users and ACL (deploy/mosquitto/)",
+            );
+        }
+        return;
+    }
+    let client_ca = m.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let Some(auth) = &m.auth else { return };
+    if auth.users_file.is_some() && client_ca {
+        bad(
+            "mqtt.auth.users_file",
+            "not used with mqtt.tls.client_ca (the client certificate's CN is the identity); \
+             remove one of them",
+        );
+    }
+    match auth.allow_anonymous {
+        Some(true) if client_ca => bad(
+            "mqtt.auth.allow_anonymous",
+            "cannot be true with mqtt.tls.client_ca (every client presents a certificate)",
+        ),
+        Some(false) if auth.users_file.is_none() && !client_ca => bad(
+            "mqtt.auth.allow_anonymous",
+            "false, but there is no way to log in: set mqtt.auth.users_file or \
+             mqtt.tls.client_ca",
+        ),
+        _ => {}
+    }
+    if !auth.readers.is_empty() && auth.users_file.is_none() && !client_ca {
+        bad(
+            "mqtt.auth.readers",
+            "readers need identities: set mqtt.auth.users_file or mqtt.tls.client_ca",
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, r) in auth.readers.iter().enumerate() {
+        if let Err(e) = crate::guard::check_identity(r) {
+            bad(&format!("mqtt.auth.readers[{i}]"), &format!("{r:?}: {e}"));
+        } else if !seen.insert(r) {
+            bad(
+                &format!("mqtt.auth.readers[{i}]"),
+                &format!("{r:?} is listed twice"),
+            );
+        }
+    }
 }
 
 impl GatewayConfig {

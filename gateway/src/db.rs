@@ -187,6 +187,51 @@ impl Store for Db {
     async fn token_revoke(&self, name: &str, actor: &str, at: Ms) -> Result<bool> {
         dispatch!(self, token_revoke(name, actor, at))
     }
+    async fn user_add(&self, user: &UserRow) -> Result<bool> {
+        dispatch!(self, user_add(user))
+    }
+    async fn user_get(&self, name: &str) -> Result<Option<UserRow>> {
+        dispatch!(self, user_get(name))
+    }
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        dispatch!(self, users())
+    }
+    async fn user_update(&self, update: &UserUpdate) -> Result<Option<UserRow>> {
+        dispatch!(self, user_update(update))
+    }
+    async fn session_add(&self, session: &SessionRow) -> Result<()> {
+        dispatch!(self, session_add(session))
+    }
+    async fn session_get(&self, id_hash: &str) -> Result<Option<(SessionRow, UserRow)>> {
+        dispatch!(self, session_get(id_hash))
+    }
+    async fn session_touch(&self, id_hash: &str, at: Ms) -> Result<()> {
+        dispatch!(self, session_touch(id_hash, at))
+    }
+    async fn session_delete(&self, id_hash: &str) -> Result<bool> {
+        dispatch!(self, session_delete(id_hash))
+    }
+    async fn sessions_purge(&self, now: Ms, idle_before: Ms) -> Result<u64> {
+        dispatch!(self, sessions_purge(now, idle_before))
+    }
+    async fn seal_put(&self, seal: &SealRow) -> Result<()> {
+        dispatch!(self, seal_put(seal))
+    }
+    async fn seals(&self, filter: &SealFilter) -> Result<Vec<SealRow>> {
+        dispatch!(self, seals(filter))
+    }
+    async fn seal_head(&self, signer: &str) -> Result<Option<SealRow>> {
+        dispatch!(self, seal_head(signer))
+    }
+    async fn seal_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        dispatch!(self, seal_state(name))
+    }
+    async fn seal_state_put(&self, name: &str, doc: &serde_json::Value, at: Ms) -> Result<()> {
+        dispatch!(self, seal_state_put(name, doc, at))
+    }
+    async fn batch_rows(&self, device: &str, from: Ms, to: Ms) -> Result<BatchRows> {
+        dispatch!(self, batch_rows(device, from, to))
+    }
     async fn purge(&self, table: Retained, before: Ms) -> Result<u64> {
         dispatch!(self, purge(table, before))
     }

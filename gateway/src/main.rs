@@ -36,6 +36,21 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Dashboard users (password sign-in; only argon2id hashes are stored).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Agents and their signing keys: register, rotate, revoke, list (docs/SECURITY.md).
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// MQTT users of the embedded broker (argon2id hashes in `mqtt.auth.users_file`).
+    MqttUser {
+        #[command(subcommand)]
+        command: MqttUserCommand,
+    },
     /// Recompute the indicators of an evidence file (shopfloor.evidence/1) and print them as JSON.
     Calc(calc::Args),
     /// Write the auditor's period report of an enterprise, workshop or park.
@@ -43,6 +58,11 @@ enum Command {
     /// Formats html (printable A4), xlsx, csv, or json (the evidence file); the stored batches'
     /// signatures and hash chain are verified again (docs/REPORTS.md).
     Report(report::Args),
+    /// Re-check stored batches (signatures, hash chains, decoded rows) and sealed days
+    /// (signatures, seal chains, evidence, batch manifests, indicators) against the store.
+    ///
+    /// Lists every mismatch; exit 1 on any (docs/GATEWAY.md, "Seals and verify").
+    Verify(shopfloor_gateway::verify::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +77,124 @@ enum TokenCommand {
         /// viewer, engineer, auditor or admin.
         #[arg(long)]
         role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; without --password-stdin a random password is printed once.
+    Add {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// 1–64 of a-z, 0-9, '.', '_', '-'.
+        #[arg(long)]
+        name: String,
+        /// viewer, engineer, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// Read the password from the first line of standard input (at least 12 characters).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (ends the user's sessions); random and printed once without
+    /// --password-stdin.
+    Passwd {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (ends its sessions).
+    Disable {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the users (never passwords or hashes).
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Register an agent with its public key (`shopfloor-agent key show`) and scopes.
+    Add {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Agent id (as in its configuration and MQTT topic).
+        #[arg(long)]
+        id: String,
+        /// `ed25519:<base64>`.
+        #[arg(long, value_name = "KEY")]
+        pubkey: String,
+        /// An entity whose devices the agent reports (repeatable).
+        #[arg(long, value_name = "ENTITY", required = true)]
+        scope: Vec<String>,
+    },
+    /// Make KEY the agent's key; the old one stays valid for the overlap window.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        id: String,
+        /// The new key (`shopfloor-agent key rotate` prints it).
+        #[arg(long, value_name = "KEY")]
+        pubkey: String,
+        /// How long batches signed with the old key are still accepted (s, m, h, d).
+        #[arg(long, default_value = shopfloor_gateway::agents::DEFAULT_OVERLAP)]
+        overlap: String,
+        /// Revoke the old key at once instead (it may be in other hands).
+        #[arg(long)]
+        revoke_old: bool,
+    },
+    /// Revoke one key (--key) or the whole agent.
+    Revoke {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// List agents with their current, retired and revoked keys.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MqttUserCommand {
+    /// Add a user (or set a new password) and print the generated password once.
+    Add {
+        /// The users file (created with mode 0600; replaced atomically).
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// The user name: the agent id (or a reader of `mqtt.auth.readers`).
+        #[arg(long)]
+        name: String,
+        /// Read the password from stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Remove {
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -79,7 +217,80 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Add { config, name, role },
         } => run::token_add(&config, &name, &role),
+        Command::User { command } => {
+            use shopfloor_gateway::users::{Action, main as users};
+            match command {
+                UserCommand::Add {
+                    config,
+                    name,
+                    role,
+                    password_stdin,
+                } => users(
+                    &config,
+                    Action::Add {
+                        name,
+                        role,
+                        password_stdin,
+                    },
+                ),
+                UserCommand::Passwd {
+                    config,
+                    name,
+                    password_stdin,
+                } => users(
+                    &config,
+                    Action::Passwd {
+                        name,
+                        password_stdin,
+                    },
+                ),
+                UserCommand::Disable { config, name } => users(&config, Action::Disable { name }),
+                UserCommand::Enable { config, name } => users(&config, Action::Enable { name }),
+                UserCommand::List { config } => users(&config, Action::List),
+            }
+        }
+        Command::Agents { command } => {
+            use shopfloor_gateway::agents::{Action, main as agents};
+            match command {
+                AgentsCommand::Add {
+                    config,
+                    id,
+                    pubkey,
+                    scope,
+                } => agents(&config, Action::Add { id, pubkey, scope }),
+                AgentsCommand::Rotate {
+                    config,
+                    id,
+                    pubkey,
+                    overlap,
+                    revoke_old,
+                } => agents(
+                    &config,
+                    Action::Rotate {
+                        id,
+                        pubkey,
+                        overlap,
+                        revoke_old,
+                    },
+                ),
+                AgentsCommand::Revoke { config, id, key } => {
+                    agents(&config, Action::Revoke { id, key })
+                }
+                AgentsCommand::List { config } => agents(&config, Action::List),
+            }
+        }
+        Command::MqttUser { command } => match command {
+            MqttUserCommand::Add {
+                file,
+                name,
+                password_stdin,
+            } => shopfloor_gateway::guard::mqtt_user_add(&file, &name, password_stdin),
+            MqttUserCommand::Remove { file, name } => {
+                shopfloor_gateway::guard::mqtt_user_remove(&file, &name)
+            }
+        },
         Command::Calc(args) => calc::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Verify(args) => shopfloor_gateway::verify::run(&args),
     }
 }

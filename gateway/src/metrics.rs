@@ -18,9 +18,15 @@
 //! | `shopfloor_gateway_mqtt_connected` | gauge | – | 1 while the MQTT consumer is connected |
 //! | `shopfloor_gateway_mqtt_reconnects_total` | counter | – | connections lost after being established |
 //! | `shopfloor_gateway_mqtt_status_invalid_total` | counter | – | agent status messages that are not a JSON object (ignored) |
+//! | `shopfloor_mqtt_guard_connections_total` | counter | `outcome` ([`GUARD_OUTCOMES`]: `accepted`, `tls_failed`, `bad_protocol`, `auth_failed`, `not_authorized`, `rate_limited`) | client connections to the embedded broker's guard, by outcome ([`crate::guard`]) |
+//! | `shopfloor_mqtt_guard_denied_total` | counter | `action` ([`GUARD_ACTIONS`]: `publish`, `subscribe`, `will`) | requests the guard's ACL refused |
 //! | `shopfloor_gateway_rollup_pending` | gauge | – | dirty ranges waiting for the roll-up worker |
 //! | `shopfloor_gateway_rollup_buckets_total` | counter | – | roll-up buckets recomputed |
+//! | `shopfloor_gateway_seals_total` | counter | `kind` (`new`: a day sealed for the first time, `version`: a later version after late data) | seals made |
+//! | `shopfloor_gateway_seal_checks_total` | counter | – | sealed days checked again after late data, input or registry changes |
+//! | `shopfloor_gateway_seal_pending` | gauge | – | days due for a seal or a re-check that the last pass left for later |
 //! | `shopfloor_gateway_http_requests_total` | counter | `route` (route templates of the API router, never raw paths), `status` (HTTP status code) | API requests |
+//! | `shopfloor_http_logins_total` | counter | `outcome` (`ok`, `failed`, `rate_limited`, all pre-registered at 0) | dashboard sign-in attempts (`POST /api/v1/login`) |
 //! | `shopfloor_indicator` | gauge (f64) | `indicator` (catalog id), `entity` (entity path, at most `metrics.indicator_entities_max` entities) | latest indicator values (DESIGN.md §5) |
 //! | `shopfloor_indicator_target` | gauge (f64) | `indicator`, `entity` | the plan target of that indicator, where one applies |
 //!
@@ -49,9 +55,23 @@ pub const RESULT_STORED: &str = "stored";
 pub const RESULT_DUPLICATE: &str = "duplicate";
 pub const RESULT_QUARANTINED: &str = "quarantined";
 
+/// Label `outcome` of `shopfloor_http_logins_total`.
+pub const LOGIN_OK: &str = "ok";
+pub const LOGIN_FAILED: &str = "failed";
+pub const LOGIN_RATE_LIMITED: &str = "rate_limited";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabel {
+    outcome: &'static str,
+}
+
 /// Label `kind` of `shopfloor_gateway_chain_events_total`.
 pub const CHAIN_GAP: &str = "gap";
 pub const CHAIN_FORK: &str = "fork";
+
+/// Label `kind` of `shopfloor_gateway_seals_total`.
+pub const SEAL_NEW: &str = "new";
+pub const SEAL_VERSION: &str = "version";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -66,6 +86,28 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+/// Label `outcome` of `shopfloor_mqtt_guard_connections_total`.
+pub const GUARD_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "tls_failed",
+    "bad_protocol",
+    "auth_failed",
+    "not_authorized",
+    "rate_limited",
+];
+/// Label `action` of `shopfloor_mqtt_guard_denied_total`.
+pub const GUARD_ACTIONS: [&str; 3] = ["publish", "subscribe", "will"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,9 +148,15 @@ pub struct Metrics {
     mqtt_connected: Gauge,
     mqtt_reconnects: Counter,
     mqtt_status_invalid: Counter,
+    guard_connections: Family<OutcomeLabel, Counter>,
+    guard_denied: Family<ActionLabel, Counter>,
     rollup_pending: Gauge,
     rollup_buckets: Counter,
+    seals: Family<KindLabel, Counter>,
+    seal_checks: Counter,
+    seal_pending: Gauge,
     http_requests: Family<HttpLabels, Counter>,
+    logins: Family<LoginLabel, Counter>,
     indicator: Family<IndicatorLabels, F64Gauge>,
     indicator_target: Family<IndicatorLabels, F64Gauge>,
     exported: Mutex<Exported>,
@@ -213,6 +261,24 @@ impl Metrics {
             "Agent status messages that are not a JSON object (ignored)",
             mqtt_status_invalid.clone(),
         );
+        let guard_connections = Family::<OutcomeLabel, Counter>::default();
+        for outcome in GUARD_OUTCOMES {
+            let _ = guard_connections.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "shopfloor_mqtt_guard_connections",
+            "Client connections to the embedded broker's guard, by outcome",
+            guard_connections.clone(),
+        );
+        let guard_denied = Family::<ActionLabel, Counter>::default();
+        for action in GUARD_ACTIONS {
+            let _ = guard_denied.get_or_create(&ActionLabel { action });
+        }
+        registry.register(
+            "shopfloor_mqtt_guard_denied",
+            "Publishes, subscriptions and wills refused by the embedded broker's ACL",
+            guard_denied.clone(),
+        );
         let rollup_pending = Gauge::default();
         registry.register(
             "shopfloor_gateway_rollup_pending",
@@ -225,11 +291,41 @@ impl Metrics {
             "Roll-up buckets recomputed",
             rollup_buckets.clone(),
         );
+        let seals = Family::<KindLabel, Counter>::default();
+        for kind in [SEAL_NEW, SEAL_VERSION] {
+            let _ = seals.get_or_create(&KindLabel { kind });
+        }
+        registry.register(
+            "shopfloor_gateway_seals",
+            "Seals made (new: a day sealed first; version: a later version after late data)",
+            seals.clone(),
+        );
+        let seal_checks = Counter::default();
+        registry.register(
+            "shopfloor_gateway_seal_checks",
+            "Sealed days checked again after late data, input or registry changes",
+            seal_checks.clone(),
+        );
+        let seal_pending = Gauge::default();
+        registry.register(
+            "shopfloor_gateway_seal_pending",
+            "Days due for a seal or a re-check left for a later pass",
+            seal_pending.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "shopfloor_gateway_http_requests",
             "API requests by route template and status code",
             http_requests.clone(),
+        );
+        let logins = Family::<LoginLabel, Counter>::default();
+        for outcome in [LOGIN_OK, LOGIN_FAILED, LOGIN_RATE_LIMITED] {
+            let _ = logins.get_or_create(&LoginLabel { outcome });
+        }
+        registry.register(
+            "shopfloor_http_logins",
+            "Dashboard sign-in attempts by outcome (ok, failed, rate_limited)",
+            logins.clone(),
         );
         let indicator = Family::<IndicatorLabels, F64Gauge>::default();
         registry.register(
@@ -257,9 +353,15 @@ impl Metrics {
             mqtt_connected,
             mqtt_reconnects,
             mqtt_status_invalid,
+            guard_connections,
+            guard_denied,
             rollup_pending,
             rollup_buckets,
+            seals,
+            seal_checks,
+            seal_pending,
             http_requests,
+            logins,
             indicator,
             indicator_target,
             exported: Mutex::new(BTreeMap::new()),
@@ -327,6 +429,16 @@ impl Metrics {
             .inc();
     }
 
+    /// One sign-in attempt: [`LOGIN_OK`], [`LOGIN_FAILED`] or [`LOGIN_RATE_LIMITED`] (anything
+    /// else counts as failed, so the label set stays fixed).
+    pub fn login(&self, outcome: &str) {
+        let outcome = [LOGIN_OK, LOGIN_RATE_LIMITED]
+            .into_iter()
+            .find(|o| *o == outcome)
+            .unwrap_or(LOGIN_FAILED);
+        self.logins.get_or_create(&LoginLabel { outcome }).inc();
+    }
+
     /// Observes the latency of one database operation (`ingest`, `query`, `rollup`, …).
     pub fn db_latency(&self, op: &str, seconds: f64) {
         self.db_latency
@@ -338,6 +450,19 @@ impl Metrics {
     pub fn rollup_progress(&self, pending: i64, recomputed: u64) {
         self.rollup_pending.set(pending);
         self.rollup_buckets.inc_by(recomputed);
+    }
+
+    /// One seal pass of `crate::seal`: seals made (new days, later versions), sealed days
+    /// checked again, and what it left for later.
+    pub fn seal_progress(&self, new: u64, versions: u64, checked: u64, pending: i64) {
+        self.seals
+            .get_or_create(&KindLabel { kind: SEAL_NEW })
+            .inc_by(new);
+        self.seals
+            .get_or_create(&KindLabel { kind: SEAL_VERSION })
+            .inc_by(versions);
+        self.seal_checks.inc_by(checked);
+        self.seal_pending.set(pending);
     }
 
     // --- ingest ---
@@ -413,6 +538,27 @@ impl Metrics {
     pub fn mqtt_status_invalid(&self) {
         self.mqtt_status_invalid.inc();
     }
+
+    // --- MQTT guard (embedded broker) ---
+
+    /// One client connection to the guard ended its login with `outcome` (one of
+    /// [`GUARD_OUTCOMES`]; anything else is not counted, so the label set stays fixed).
+    pub fn guard_connection(&self, outcome: &str) {
+        if let Some(outcome) = GUARD_OUTCOMES.iter().copied().find(|o| *o == outcome) {
+            self.guard_connections
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc();
+        }
+    }
+
+    /// One request refused by the guard's ACL (`action` one of [`GUARD_ACTIONS`]).
+    pub fn guard_denied(&self, action: &str) {
+        if let Some(action) = GUARD_ACTIONS.iter().copied().find(|a| *a == action) {
+            self.guard_denied
+                .get_or_create(&ActionLabel { action })
+                .inc();
+        }
+    }
 }
 
 /// Sets `values` for `entity` in `family`, removes ids of `old` that are no longer present or
@@ -469,6 +615,18 @@ mod tests {
             let l = format!("shopfloor_gateway_chain_events_total{{kind=\"{kind}\"}} 0");
             assert!(text.contains(&l), "missing {l}");
         }
+        for outcome in ["ok", "failed", "rate_limited"] {
+            let l = format!("shopfloor_http_logins_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&l), "missing {l}");
+        }
+        for outcome in GUARD_OUTCOMES {
+            let l = format!("shopfloor_mqtt_guard_connections_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&l), "missing {l}");
+        }
+        for action in GUARD_ACTIONS {
+            let l = format!("shopfloor_mqtt_guard_denied_total{{action=\"{action}\"}} 0");
+            assert!(text.contains(&l), "missing {l}");
+        }
         for name in [
             "shopfloor_gateway_readings_total 0",
             "shopfloor_gateway_commit_failures_total 0",
@@ -500,6 +658,9 @@ mod tests {
         m.mqtt_reconnect();
         m.rollup_progress(4, 9);
         m.http_request("/api/v1/entities", 200);
+        m.login(LOGIN_OK);
+        m.login(LOGIN_RATE_LIMITED);
+        m.login("something else");
         let t = m.encode();
         for l in [
             "shopfloor_gateway_batches_total{result=\"stored\"} 2",
@@ -518,6 +679,9 @@ mod tests {
             "shopfloor_gateway_rollup_pending 4",
             "shopfloor_gateway_rollup_buckets_total 9",
             "shopfloor_gateway_http_requests_total{route=\"/api/v1/entities\",status=\"200\"} 1",
+            "shopfloor_http_logins_total{outcome=\"ok\"} 1",
+            "shopfloor_http_logins_total{outcome=\"failed\"} 1",
+            "shopfloor_http_logins_total{outcome=\"rate_limited\"} 1",
         ] {
             assert!(t.contains(l), "missing {l} in\n{t}");
         }

@@ -63,6 +63,10 @@ impl Running {
     }
 }
 
+/// How often a running gateway re-reads the stored registry, so changes made by the `agents`
+/// command or another replica (a revoked key, say) take effect without a restart.
+pub const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+
 pub(crate) fn now_ms() -> Ms {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -138,6 +142,14 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
             cfg.gateway.data_dir.display()
         ))
     })?;
+    // The seal key (created once) before anything binds: a key that cannot be used stops here.
+    let sealer = if cfg.seal.enabled {
+        let key = crate::seal::key::load_or_create(&cfg.gateway.data_dir)
+            .map_err(|e| RunError::Runtime(e.to_string()))?;
+        Some(crate::seal::Sealer::new(key, cfg.seal.after_s))
+    } else {
+        None
+    };
     let db = Db::open(&cfg.store_url(), cfg.store.max_connections)
         .await
         .map_err(|e| RunError::Runtime(format!("store {}: {e}", redact(&cfg.store_url()))))?;
@@ -183,8 +195,10 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
         metrics: metrics.clone(),
         tz: tz.clone(),
         max_body_bytes: cfg.http.max_body_bytes,
+        web: Arc::new(crate::session::WebAuth::new(&cfg.http)),
     };
-    let app = crate::api::router(state);
+    // With the peer's address: the login rate limiter counts per client.
+    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut http_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -206,6 +220,25 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
         shutdown_rx.clone(),
     )));
 
+    // Seals of closed days (the roll-up lease holder only; docs/GATEWAY.md).
+    if let Some(sealer) = sealer {
+        tasks.push(tokio::spawn(crate::seal::run(
+            db.clone(),
+            registry.clone(),
+            metrics.clone(),
+            cfg.gateway.id.clone(),
+            tz.clone(),
+            sealer,
+            shutdown_rx.clone(),
+        )));
+    }
+
+    // Registry changes made outside this process.
+    tasks.push(tokio::spawn(refresh_registry(
+        registry.clone(),
+        shutdown_rx.clone(),
+    )));
+
     // Indicator gauges and retention.
     tasks.push(tokio::spawn(housekeeping(
         db.clone(),
@@ -221,8 +254,8 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
         // start() probes the port for up to 10 s: off the async workers.
         #[cfg(feature = "embedded-broker")]
         {
-            let c = cfg.clone();
-            tokio::task::spawn_blocking(move || crate::broker::start(&c))
+            let (c, m) = (cfg.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || crate::broker::start_with_metrics(&c, m))
                 .await
                 .map_err(|e| RunError::Runtime(format!("embedded broker: {e}")))?
                 .map_err(RunError::Runtime)?;
@@ -254,6 +287,21 @@ pub async fn start(cfg: GatewayConfig) -> Result<Running, RunError> {
         mqtt: Some(consumer),
         tasks,
     })
+}
+
+/// Re-reads the registry every [`REGISTRY_REFRESH`].
+async fn refresh_registry(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REGISTRY_REFRESH) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match registry.refresh().await {
+            Ok(true) => tracing::info!("registry changed in the store: reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed"),
+        }
+    }
 }
 
 /// Indicator gauges every `metrics.indicator_refresh_s`, retention once an hour.
@@ -312,6 +360,13 @@ async fn purge(db: &Db, cfg: &GatewayConfig, now: Ms) {
             Ok(n) => tracing::info!(?table, rows = n, "retention: purged"),
             Err(e) => tracing::warn!(?table, error = %e, "retention: purge failed"),
         }
+    }
+    // Dashboard sessions past their lifetime or idle timeout (also deleted when presented).
+    let idle_ms = Ms::try_from(cfg.http.session_idle_s).unwrap_or(Ms::MAX / 2000) * 1000;
+    match db.sessions_purge(now, now - idle_ms).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "ended sessions purged"),
+        Err(e) => tracing::warn!(error = %e, "session purge failed"),
     }
 }
 
@@ -431,7 +486,7 @@ pub fn token_add(path: &Path, name: &str, role: &str) -> ExitCode {
     })
 }
 
-fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into())

@@ -1,15 +1,19 @@
-//! The REST API over a real SQLite store, on a real socket: the role × route matrix (401
-//! without, with an unknown, a malformed or a revoked token; 403 below the route's role; 2xx
-//! with it), bad input of every kind (parameters, JSON, content types, oversized bodies,
-//! SQL-looking strings) answered with JSON errors and the database intact, audited registry
-//! changes, versioned and audited economic inputs (JSON, CSV, XLSX; all or nothing), and the
-//! OpenAPI document listing exactly the router's operations.
+//! The REST API over a real SQLite store, on a real socket: the role × route matrix, iterated
+//! over `api::ROUTES` so a new route is covered by itself (401 without credentials, with an
+//! unknown, a malformed or a revoked token and with an unknown session cookie; 403 below the
+//! route's role; 2xx with it; the same with a dashboard session cookie, where POST, PUT and
+//! DELETE also need the session's CSRF token and a same-site origin; every write audited with
+//! its actor), bad input of every kind (parameters, JSON, content types, oversized bodies with
+//! and without Content-Length on every POST and PUT route, SQL-looking strings) answered with
+//! JSON errors and the database intact, audited registry changes, versioned and audited
+//! economic inputs (JSON, CSV, XLSX; all or nothing), and the OpenAPI document listing exactly
+//! the router's operations. Sign-in, sessions and users in depth: `tests/auth.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,7 +24,9 @@ use shopfloor_gateway::ingest::Trust;
 use shopfloor_gateway::metrics::Metrics;
 use shopfloor_gateway::model::Role;
 use shopfloor_gateway::registry::Registry;
-use shopfloor_store::{AuditFilter, Store};
+use shopfloor_gateway::session::{self, WebAuth};
+use shopfloor_gateway::users;
+use shopfloor_store::{AuditFilter, Store, UserRow};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROLES: [Role; 4] = [Role::Viewer, Role::Engineer, Role::Auditor, Role::Admin];
@@ -72,9 +78,23 @@ id = "spare"
 ideal_cycle_s = 10.0
 "#;
 
+/// The password of the user `matrix` (the login route's example).
+const PASSWORD: &str = "matrix password 1";
+
+/// One argon2id hash of [`PASSWORD`] for every server of this test binary (hashing costs).
+async fn password_hash() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    if let Some(h) = HASH.get() {
+        return h.clone();
+    }
+    let h = users::hash_password(PASSWORD.into()).await.unwrap();
+    HASH.get_or_init(|| h).clone()
+}
+
 struct Server {
     addr: SocketAddr,
     db: Db,
+    web: Arc<WebAuth>,
     tokens: BTreeMap<&'static str, String>,
     revoked: String,
     _dir: tempfile::TempDir,
@@ -83,6 +103,27 @@ struct Server {
 impl Server {
     fn token(&self, role: Role) -> &str {
         &self.tokens[role.as_str()]
+    }
+
+    /// A new session of the user of `role` (`u-<role>`): (cookie value, CSRF token).
+    async fn session(&self, role: Role) -> (String, String) {
+        let (id, _) = session::create(&self.db, &self.web, &format!("u-{}", role.as_str()))
+            .await
+            .unwrap();
+        let csrf = session::csrf_token(&id);
+        (id, csrf)
+    }
+}
+
+fn user(name: &str, role: Role, hash: &str) -> UserRow {
+    UserRow {
+        name: name.into(),
+        role: role.as_str().into(),
+        password_hash: hash.into(),
+        created_at: 1,
+        created_by: "test".into(),
+        disabled_at: None,
+        password_changed_at: 1,
     }
 }
 
@@ -117,12 +158,39 @@ async fn start() -> Server {
         metrics: Arc::new(Metrics::new()),
         tz: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
         max_body_bytes: MAX_BODY,
+        web: Arc::new(WebAuth::default()),
     };
+    let web = state.web.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, api::router(state)).await.unwrap();
+        axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
+    // Users: one per role (their sessions are made directly, without the cost of a login),
+    // `matrix` for the login example, `matrix-victim` for the user change example.
+    let hash = password_hash().await;
+    for role in ROLES {
+        assert!(
+            db.user_add(&user(&format!("u-{}", role.as_str()), role, &hash))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        db.user_add(&user("matrix", Role::Viewer, &hash))
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.user_add(&user("matrix-victim", Role::Viewer, &hash))
+            .await
+            .unwrap()
+    );
     let mut tokens = BTreeMap::new();
     for role in ROLES {
         let t = auth::create_token(&db, role.as_str(), role, "test")
@@ -137,6 +205,7 @@ async fn start() -> Server {
     Server {
         addr,
         db,
+        web,
         tokens,
         revoked,
         _dir: dir,
@@ -193,6 +262,14 @@ struct Req<'a> {
     body: Vec<u8>,
     /// Declare this Content-Length and send no body.
     declare_only: Option<usize>,
+    /// `Cookie: sf_session=<this>`.
+    cookie: Option<String>,
+    /// `X-CSRF-Token`.
+    csrf: Option<String>,
+    /// `Origin`.
+    origin: Option<String>,
+    /// Send the body with `Transfer-Encoding: chunked` (no Content-Length).
+    chunked: bool,
 }
 
 fn req<'a>(method: &'a str, path: impl Into<String>, token: Option<&'a str>) -> Req<'a> {
@@ -203,6 +280,10 @@ fn req<'a>(method: &'a str, path: impl Into<String>, token: Option<&'a str>) -> 
         content_type: None,
         body: Vec::new(),
         declare_only: None,
+        cookie: None,
+        csrf: None,
+        origin: None,
+        chunked: false,
     }
 }
 
@@ -231,19 +312,49 @@ impl<'a> Req<'a> {
         if let Some(c) = self.content_type {
             head.push_str(&format!("Content-Type: {c}\r\n"));
         }
-        let length = self.declare_only.unwrap_or(self.body.len());
-        head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
-        let mut out = head.into_bytes();
-        if self.declare_only.is_none() {
-            out.extend_from_slice(&self.body);
+        if let Some(c) = &self.cookie {
+            head.push_str(&format!("Cookie: lang=en; {}={c}\r\n", session::COOKIE));
         }
-        s.write_all(&out).await.unwrap();
+        if let Some(c) = &self.csrf {
+            head.push_str(&format!("X-CSRF-Token: {c}\r\n"));
+        }
+        if let Some(o) = &self.origin {
+            head.push_str(&format!("Origin: {o}\r\n"));
+        }
+        if self.chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            let mut out = head.into_bytes();
+            for chunk in self.body.chunks(8192) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            // The server may answer 413 and close before it read everything.
+            let _ = s.write_all(&out).await;
+        } else {
+            let length = self.declare_only.unwrap_or(self.body.len());
+            head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+            let mut out = head.into_bytes();
+            if self.declare_only.is_none() {
+                out.extend_from_slice(&self.body);
+            }
+            s.write_all(&out).await.unwrap();
+        }
         // To the end of the response; an event stream never ends: up to its first event.
         let mut raw = Vec::new();
         let read = async {
             let mut buf = [0_u8; 8192];
             loop {
-                let n = s.read(&mut buf).await.unwrap();
+                // A reset after the answer (a refused body left unread) ends the response.
+                let n = match s.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) if !raw.is_empty() => {
+                        eprintln!("read after {} bytes: {e}", raw.len());
+                        0
+                    }
+                    Err(e) => panic!("read: {e}"),
+                };
                 if n == 0 {
                     break;
                 }
@@ -364,6 +475,11 @@ fn example(route: &api::Route) -> Req<'static> {
         (Verb::Delete, "/api/v1/registry/{kind}/{id}") => r("/api/v1/registry/product/spare".into()),
         (Verb::Post, "/api/v1/tokens") => r(route.path.into()).json(&json!({"name": "made-by-matrix", "role": "viewer"})),
         (Verb::Delete, "/api/v1/tokens/{name}") => r("/api/v1/tokens/victim".into()),
+        (Verb::Post, "/api/v1/login") => r(route.path.into()).json(&json!({"name": "matrix", "password": PASSWORD})),
+        (Verb::Post, "/api/v1/logout") => r(route.path.into()),
+        (Verb::Post, "/api/v1/users") => r(route.path.into())
+            .json(&json!({"name": "made-by-matrix", "role": "viewer", "password": "a long enough password"})),
+        (Verb::Put, "/api/v1/users/{name}") => r("/api/v1/users/matrix-victim".into()).json(&json!({"role": "auditor"})),
         (Verb::Get, p) => {
             assert!(!p.contains('{'), "no example for {p}");
             r(p.into())
@@ -377,13 +493,48 @@ fn roles_of(access: Option<Permission>) -> Vec<Role> {
     access.map_or(ROLES.to_vec(), |p| p.roles())
 }
 
+/// Whether a route changes data, so it must be audited (signing in and out changes none).
+fn is_write(route: &api::Route) -> bool {
+    route.verb != Verb::Get && !matches!(route.path, "/api/v1/login" | "/api/v1/logout")
+}
+
+/// The id and actor of the newest audit entry.
+async fn newest_audit(db: &Db) -> (i64, String) {
+    let e = db
+        .audit(&AuditFilter {
+            kind_prefix: None,
+            item: None,
+            since: None,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    e.first()
+        .map_or((0, String::new()), |e| (e.id, e.actor.clone()))
+}
+
+/// After a successful write: it was audited with `actor` (`must`: it has to be; a repeated
+/// write that changes nothing, such as the same registry document again, writes no entry).
+async fn assert_audited(s: &Server, before: i64, must: bool, actor: &str, what: &str) {
+    let (id, newest) = newest_audit(&s.db).await;
+    if must {
+        assert!(id > before, "{what}: no audit entry");
+    }
+    if id > before {
+        assert_eq!(newest, actor, "{what}: audited actor");
+    }
+}
+
 #[tokio::test]
-async fn every_route_checks_tokens_and_roles() {
+async fn every_route_checks_tokens_sessions_and_roles() {
     let s = start().await;
     let victim = auth::create_token(&s.db, "victim", Role::Viewer, "test")
         .await
         .unwrap();
     let unknown = format!("sfk_{}", "A".repeat(43));
+    let unknown_session = session::new_session_id().unwrap();
+    let origin = format!("http://{}", s.addr);
+    let mut audited_once = BTreeSet::new();
     for route in ROUTES {
         let what = format!("{:?} {}", route.verb, route.path);
         let Some(needs) = route.access else {
@@ -408,38 +559,144 @@ async fn every_route_checks_tokens_and_roles() {
             );
             assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
         }
+        // Unknown and malformed session cookies: 401, and the cookie is removed.
+        for cookie in [unknown_session.clone(), "x'; DROP TABLE sessions;--".into()] {
+            let mut r = example(route);
+            r.cookie = Some(cookie);
+            r.csrf = Some("whatever".into());
+            let resp = r.send(s.addr).await;
+            assert_eq!(
+                resp.status,
+                401,
+                "{what} with a bad cookie: {}",
+                resp.text()
+            );
+            assert!(
+                resp.error()
+                    .starts_with("authorization: the session has ended"),
+                "{what}: {}",
+                resp.text()
+            );
+            assert!(
+                resp.header("set-cookie")
+                    .is_some_and(|c| c.starts_with("sf_session=;") && c.contains("Max-Age=0")),
+                "{what}: {resp:?}"
+            );
+        }
+        let unsafe_method = route.verb != Verb::Get;
         for role in ROLES {
+            let allowed = auth::allows(role, needs);
+            let as_role = format!("{what} as {}", role.as_str());
+            let role_error = |who: &str| {
+                let roles: Vec<&str> = needs.roles().iter().map(|r| r.as_str()).collect();
+                format!(
+                    "role: requires {}; this {who}'s role is {}",
+                    roles.join(" or "),
+                    role.as_str()
+                )
+            };
+
+            // A bearer token.
+            let (before, _) = newest_audit(&s.db).await;
             let mut r = example(route);
             r.token = Some(s.token(role));
             let resp = r.send(s.addr).await;
-            if auth::allows(role, needs) {
+            if allowed {
                 assert!(
                     (200..300).contains(&resp.status),
-                    "{what} as {}: {} {}",
-                    role.as_str(),
+                    "{as_role} (token): {} {}",
                     resp.status,
                     resp.text()
                 );
+                if is_write(route) {
+                    let first = audited_once.insert(what.clone());
+                    let every = route.path.starts_with("/api/v1/inputs");
+                    let actor = format!("token:{}", role.as_str());
+                    assert_audited(&s, before, first || every, &actor, &as_role).await;
+                }
             } else {
-                assert_eq!(
-                    resp.status,
-                    403,
-                    "{what} as {}: {}",
-                    role.as_str(),
-                    resp.text()
-                );
-                let roles: Vec<&str> = needs.roles().iter().map(|r| r.as_str()).collect();
-                assert_eq!(
-                    resp.error(),
-                    format!(
-                        "role: requires {}; this token's role is {}",
-                        roles.join(" or "),
-                        role.as_str()
-                    )
-                );
+                assert_eq!(resp.status, 403, "{as_role} (token): {}", resp.text());
+                assert_eq!(resp.error(), role_error("token"));
+            }
+
+            // A session cookie (a fresh session: the logout route ends it).
+            let (cookie, csrf) = s.session(role).await;
+            if unsafe_method {
+                let (_, other_csrf) = s.session(role).await;
+                for (sent_csrf, sent_origin, want) in [
+                    (None, None, "csrf: missing x-csrf-token header"),
+                    (
+                        Some("forged".to_owned()),
+                        None,
+                        "csrf: x-csrf-token does not match this session",
+                    ),
+                    (
+                        Some(other_csrf),
+                        None,
+                        "csrf: x-csrf-token does not match this session",
+                    ),
+                    (
+                        Some(csrf.clone()),
+                        Some("http://evil.example".to_owned()),
+                        "csrf: origin \"http://evil.example\" is not this site",
+                    ),
+                ] {
+                    let mut r = example(route);
+                    r.cookie = Some(cookie.clone());
+                    r.csrf = sent_csrf;
+                    r.origin = sent_origin;
+                    let resp = r.send(s.addr).await;
+                    assert_eq!(resp.status, 403, "{as_role} (cookie): {}", resp.text());
+                    assert!(
+                        resp.error().starts_with(want),
+                        "{as_role} (cookie): {} (want {want})",
+                        resp.error()
+                    );
+                }
+            }
+            let (before, _) = newest_audit(&s.db).await;
+            let mut r = example(route);
+            r.cookie = Some(cookie.clone());
+            if unsafe_method {
+                r.csrf = Some(csrf.clone());
+                r.origin = Some(origin.clone());
+            }
+            let resp = r.send(s.addr).await;
+            if allowed {
+                if unsafe_method {
+                    // A repeated write may meet what the first one did (409, 404).
+                    assert!(
+                        resp.status < 500 && resp.status != 401 && resp.status != 403,
+                        "{as_role} (cookie): {} {}",
+                        resp.status,
+                        resp.text()
+                    );
+                } else {
+                    assert!(
+                        (200..300).contains(&resp.status),
+                        "{as_role} (cookie): {} {}",
+                        resp.status,
+                        resp.text()
+                    );
+                }
+                if is_write(route) && (200..300).contains(&resp.status) {
+                    let every = route.path.starts_with("/api/v1/inputs");
+                    let actor = format!("user:u-{}", role.as_str());
+                    assert_audited(&s, before, every, &actor, &as_role).await;
+                }
+            } else {
+                assert_eq!(resp.status, 403, "{as_role} (cookie): {}", resp.text());
+                assert_eq!(resp.error(), role_error("user"));
             }
         }
     }
+    // Every write route was audited at least once.
+    let writes: BTreeSet<String> = ROUTES
+        .iter()
+        .filter(|r| is_write(r))
+        .map(|r| format!("{:?} {}", r.verb, r.path))
+        .collect();
+    assert_eq!(audited_once, writes);
     // The write routes did their work: the spare product is gone, the victim's token revoked.
     assert!(
         s.db.registry_get("product", "spare")
@@ -455,6 +712,48 @@ async fn every_route_checks_tokens_and_roles() {
         401
     );
     assert_eq!(get(&s, "/api/v1/entities", Role::Viewer).await.status, 200);
+    assert_eq!(
+        s.db.user_get("matrix-victim").await.unwrap().unwrap().role,
+        "auditor"
+    );
+}
+
+/// A body over `http.max_body_bytes` on every POST and PUT route: 413 with a JSON error,
+/// declared (Content-Length) or not (chunked), and the gateway answers afterwards.
+#[tokio::test]
+async fn oversized_bodies_on_every_write_route() {
+    let s = start().await;
+    let admin = s.token(Role::Admin);
+    let big = vec![b'x'; MAX_BODY + 1];
+    let mut seen = 0;
+    for route in ROUTES
+        .iter()
+        .filter(|r| matches!(r.verb, Verb::Post | Verb::Put))
+    {
+        let what = format!("{:?} {}", route.verb, route.path);
+        for chunked in [false, true] {
+            let mut r = example(route);
+            if route.access.is_some() {
+                r.token = Some(admin);
+            }
+            r.content_type = r.content_type.or(Some("application/json"));
+            r.body = big.clone();
+            r.chunked = chunked;
+            let resp = r.send(s.addr).await;
+            assert_eq!(
+                (resp.status, resp.error()),
+                (413, format!("body: larger than {MAX_BODY} bytes")),
+                "{what} (chunked: {chunked})"
+            );
+            let health = req("GET", "/healthz", None).send(s.addr).await;
+            assert_eq!(health.status, 200, "{what}: the gateway still answers");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 7, "{seen} write routes");
+    // Nothing was stored or changed.
+    assert!(s.db.inputs_history("p1/e1").await.unwrap().is_empty());
+    assert!(s.db.user_get("made-by-matrix").await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::{Fail, db, filter_bounds, is_unique_violation, limit, parse_json};
 
 /// Appends one audit row.
-async fn audit_insert(
+pub(crate) async fn audit_insert(
     conn: &mut PgConnection,
     at: Ms,
     actor: &str,

@@ -67,6 +67,8 @@ mod admin;
 mod ingest;
 mod rollup;
 pub mod scratch;
+mod seal;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -381,6 +383,51 @@ impl Store for PgStore {
     }
     async fn token_revoke(&self, name: &str, actor: &str, at: Ms) -> Result<bool> {
         admin::token_revoke(&self.pool, name, actor, at).await
+    }
+    async fn user_add(&self, user: &UserRow) -> Result<bool> {
+        users::user_add(&self.pool, user).await
+    }
+    async fn user_get(&self, name: &str) -> Result<Option<UserRow>> {
+        users::user_get(&self.pool, name).await
+    }
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        users::users(&self.pool).await
+    }
+    async fn user_update(&self, update: &UserUpdate) -> Result<Option<UserRow>> {
+        users::user_update(&self.pool, update).await
+    }
+    async fn session_add(&self, session: &SessionRow) -> Result<()> {
+        users::session_add(&self.pool, session).await
+    }
+    async fn session_get(&self, id_hash: &str) -> Result<Option<(SessionRow, UserRow)>> {
+        users::session_get(&self.pool, id_hash).await
+    }
+    async fn session_touch(&self, id_hash: &str, at: Ms) -> Result<()> {
+        users::session_touch(&self.pool, id_hash, at).await
+    }
+    async fn session_delete(&self, id_hash: &str) -> Result<bool> {
+        users::session_delete(&self.pool, id_hash).await
+    }
+    async fn sessions_purge(&self, now: Ms, idle_before: Ms) -> Result<u64> {
+        users::sessions_purge(&self.pool, now, idle_before).await
+    }
+    async fn seal_put(&self, seal: &SealRow) -> Result<()> {
+        seal::seal_put(&self.pool, seal).await
+    }
+    async fn seals(&self, filter: &SealFilter) -> Result<Vec<SealRow>> {
+        seal::seals(&self.pool, filter).await
+    }
+    async fn seal_head(&self, signer: &str) -> Result<Option<SealRow>> {
+        seal::seal_head(&self.pool, signer).await
+    }
+    async fn seal_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        seal::seal_state(&self.pool, name).await
+    }
+    async fn seal_state_put(&self, name: &str, doc: &serde_json::Value, at: Ms) -> Result<()> {
+        seal::seal_state_put(&self.pool, name, doc, at).await
+    }
+    async fn batch_rows(&self, device: &str, from: Ms, to: Ms) -> Result<BatchRows> {
+        seal::batch_rows(&self.pool, device, from, to).await
     }
     async fn purge(&self, table: Retained, before: Ms) -> Result<u64> {
         rollup::purge(&self.pool, table, before).await

@@ -17,7 +17,7 @@ use sqlx::SqliteConnection;
 use crate::{SqliteStore, bounds, db, json_text, json_value};
 
 /// Appends one audit row on the transaction's connection.
-async fn write_audit(
+pub(crate) async fn write_audit(
     conn: &mut SqliteConnection,
     at: Ms,
     actor: &str,

@@ -71,6 +71,8 @@ mod admin;
 mod ingest;
 mod purge;
 mod rollups;
+mod seal;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -78,8 +80,8 @@ use std::time::Duration;
 use shopfloor_store::{
     ActivityBucket, AgentHead, AuditEntry, AuditFilter, ChainEvent, ChainRange, CounterBucket,
     DeviceFilter, DirtyEntry, Gran, InputsRecord, Ms, NewBatch, Outcome, QuarantineEntry,
-    QuarantineRow, RawSlice, RegistryItem, Result, Retained, RollupUpdate, SampleRow, StateBucket,
-    Store, StoreError, StoredBatch, TokenRow,
+    QuarantineRow, RawSlice, RegistryItem, Result, Retained, RollupUpdate, SampleRow, SessionRow,
+    StateBucket, Store, StoreError, StoredBatch, TokenRow, UserRow, UserUpdate,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -422,6 +424,59 @@ impl Store for SqliteStore {
     }
     async fn token_revoke(&self, name: &str, actor: &str, at: Ms) -> Result<bool> {
         admin::token_revoke(self, name, actor, at).await
+    }
+    async fn user_add(&self, user: &UserRow) -> Result<bool> {
+        users::user_add(self, user).await
+    }
+    async fn user_get(&self, name: &str) -> Result<Option<UserRow>> {
+        users::user_get(self, name).await
+    }
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        users::users(self).await
+    }
+    async fn user_update(&self, update: &UserUpdate) -> Result<Option<UserRow>> {
+        users::user_update(self, update).await
+    }
+    async fn session_add(&self, session: &SessionRow) -> Result<()> {
+        users::session_add(self, session).await
+    }
+    async fn session_get(&self, id_hash: &str) -> Result<Option<(SessionRow, UserRow)>> {
+        users::session_get(self, id_hash).await
+    }
+    async fn session_touch(&self, id_hash: &str, at: Ms) -> Result<()> {
+        users::session_touch(self, id_hash, at).await
+    }
+    async fn session_delete(&self, id_hash: &str) -> Result<bool> {
+        users::session_delete(self, id_hash).await
+    }
+    async fn sessions_purge(&self, now: Ms, idle_before: Ms) -> Result<u64> {
+        users::sessions_purge(self, now, idle_before).await
+    }
+    async fn seal_put(&self, seal: &shopfloor_store::SealRow) -> Result<()> {
+        seal::seal_put(self, seal).await
+    }
+    async fn seals(
+        &self,
+        filter: &shopfloor_store::SealFilter,
+    ) -> Result<Vec<shopfloor_store::SealRow>> {
+        seal::seals(self, filter).await
+    }
+    async fn seal_head(&self, signer: &str) -> Result<Option<shopfloor_store::SealRow>> {
+        seal::seal_head(self, signer).await
+    }
+    async fn seal_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        seal::seal_state(self, name).await
+    }
+    async fn seal_state_put(&self, name: &str, doc: &serde_json::Value, at: Ms) -> Result<()> {
+        seal::seal_state_put(self, name, doc, at).await
+    }
+    async fn batch_rows(
+        &self,
+        device: &str,
+        from: Ms,
+        to: Ms,
+    ) -> Result<shopfloor_store::BatchRows> {
+        seal::batch_rows(self, device, from, to).await
     }
     async fn purge(&self, table: Retained, before: Ms) -> Result<u64> {
         purge::purge(self, table, before).await

@@ -21,6 +21,8 @@ enum Bug {
     AuditsUnchangedPut,
     /// Counts nothing when purging.
     PurgeCountsZero,
+    /// Returns superseded seal versions as if they were the latest.
+    SealLatestIgnored,
 }
 
 #[derive(Debug)]
@@ -248,6 +250,58 @@ impl Store for Buggy {
     async fn token_revoke(&self, name: &str, actor: &str, at: Ms) -> Result<bool> {
         self.inner.token_revoke(name, actor, at).await
     }
+    async fn user_add(&self, user: &UserRow) -> Result<bool> {
+        self.inner.user_add(user).await
+    }
+    async fn user_get(&self, name: &str) -> Result<Option<UserRow>> {
+        self.inner.user_get(name).await
+    }
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        self.inner.users().await
+    }
+    async fn user_update(&self, update: &UserUpdate) -> Result<Option<UserRow>> {
+        self.inner.user_update(update).await
+    }
+    async fn session_add(&self, session: &SessionRow) -> Result<()> {
+        self.inner.session_add(session).await
+    }
+    async fn session_get(&self, id_hash: &str) -> Result<Option<(SessionRow, UserRow)>> {
+        self.inner.session_get(id_hash).await
+    }
+    async fn session_touch(&self, id_hash: &str, at: Ms) -> Result<()> {
+        self.inner.session_touch(id_hash, at).await
+    }
+    async fn session_delete(&self, id_hash: &str) -> Result<bool> {
+        self.inner.session_delete(id_hash).await
+    }
+    async fn sessions_purge(&self, now: Ms, idle_before: Ms) -> Result<u64> {
+        self.inner.sessions_purge(now, idle_before).await
+    }
+    async fn seal_put(&self, seal: &SealRow) -> Result<()> {
+        self.inner.seal_put(seal).await
+    }
+    async fn seals(&self, filter: &SealFilter) -> Result<Vec<SealRow>> {
+        if self.bug == Bug::SealLatestIgnored {
+            let all = SealFilter {
+                latest_only: false,
+                ..filter.clone()
+            };
+            return self.inner.seals(&all).await;
+        }
+        self.inner.seals(filter).await
+    }
+    async fn seal_head(&self, signer: &str) -> Result<Option<SealRow>> {
+        self.inner.seal_head(signer).await
+    }
+    async fn seal_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        self.inner.seal_state(name).await
+    }
+    async fn seal_state_put(&self, name: &str, doc: &serde_json::Value, at: Ms) -> Result<()> {
+        self.inner.seal_state_put(name, doc, at).await
+    }
+    async fn batch_rows(&self, device: &str, from: Ms, to: Ms) -> Result<BatchRows> {
+        self.inner.batch_rows(device, from, to).await
+    }
     async fn purge(&self, table: Retained, before: Ms) -> Result<u64> {
         let n = self.inner.purge(table, before).await?;
         Ok(if self.bug == Bug::PurgeCountsZero {
@@ -313,4 +367,10 @@ async fn catches_an_audited_unchanged_put() {
 #[should_panic(expected = "conformance: purge: samples deleted by t < before, counted")]
 async fn catches_a_wrong_purge_count() {
     run_with(Bug::PurgeCountsZero).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "conformance: seals: latest only, without bodies")]
+async fn catches_superseded_seals_listed_as_latest() {
+    run_with(Bug::SealLatestIgnored).await;
 }

@@ -13,6 +13,9 @@ use crate::{
 };
 use serde_json::json;
 
+mod seal;
+mod users;
+
 /// Runs every check against `store`, which must be empty. Panics with a message naming the
 /// failed check.
 pub async fn run<S: Store>(store: &S) {
@@ -29,6 +32,8 @@ pub async fn run<S: Store>(store: &S) {
     tokens(store).await;
     audit_filters(store).await;
     purge(store, &stored, &rollups).await;
+    seal::run(store).await;
+    users::run(store).await;
     ok(store.ping().await, "ping at the end");
 }
 

@@ -10,7 +10,10 @@
 //! - Raw payloads are stored verbatim (the exact bytes received, signature included).
 //! - Roll-up rows are replaced, never accumulated: [`Store::apply_rollups`] upserts whole buckets,
 //!   so recomputing a bucket twice gives the same row.
-//! - Registry, input and token changes write their audit row in the same transaction.
+//! - Registry, input, token and user changes write their audit row in the same transaction.
+//! - A seal is stored together with the superseding of its previous version in one transaction
+//!   ([`Store::seal_put`]); `superseded_by` is the only seal column ever updated, and seal
+//!   documents, evidence and manifests are returned byte for byte.
 //! - Times are integer milliseconds since the Unix epoch (UTC), [`Ms`].
 
 use std::future::Future;
@@ -343,6 +346,77 @@ pub struct DeviceFilter {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Seals (tamper evidence; the gateway's `seal` and `verify` modules)
+// ---------------------------------------------------------------------------------------------
+
+/// One version of the seal of an entity's period. The store keeps the signed document and what
+/// it names as text and never interprets them; `superseded_by` is the only column ever changed
+/// (by [`Store::seal_put`] of the next version) and is not part of the signed document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealRow {
+    /// SHA-256 of `doc` (64 lowercase hex): the seal's id.
+    pub hash: String,
+    /// Public key of the gateway that signed it (`ed25519:<base64>`).
+    pub signer: String,
+    /// 1, 2, … per signer: one seal chain per gateway key.
+    pub seq: i64,
+    /// Hash of the signer's previous seal (64 zeros for seq 1).
+    pub prev: String,
+    pub entity: String,
+    /// The sealed period `[from, to)`.
+    pub from: Ms,
+    pub to: Ms,
+    /// 1, 2, … per (entity, from, to).
+    pub version: i64,
+    /// Hash of the version this one replaces (`None` for version 1).
+    pub supersedes: Option<String>,
+    /// Hash of the version that replaced this one (`None` while it is the latest).
+    pub superseded_by: Option<String>,
+    pub sealed_at: Ms,
+    /// The seal document (JSON text) exactly as signed.
+    pub doc: String,
+    /// Ed25519 signature over the bytes of `doc` (standard base64).
+    pub sig: String,
+    /// The batch manifest (JSON text); empty when not asked for ([`SealFilter::with_bodies`]).
+    pub manifest: String,
+    /// The evidence document (JSON text); empty when not asked for.
+    pub evidence: String,
+}
+
+/// Which seals [`Store::seals`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealFilter {
+    /// Seals of this entity and the entities below it.
+    pub entity: Option<DeviceFilter>,
+    /// Seals whose period overlaps `[from, to)` (either bound may be open).
+    pub from: Option<Ms>,
+    pub to: Option<Ms>,
+    /// Seals of one signer.
+    pub signer: Option<String>,
+    /// Only versions not superseded (`superseded_by` empty).
+    pub latest_only: bool,
+    /// With `manifest` and `evidence` (they can be large).
+    pub with_bodies: bool,
+}
+
+/// The batch (agent, seq) a decoded row was stored from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchRef {
+    pub agent: String,
+    pub seq: i64,
+}
+
+/// Decoded rows of one device as stored, each with the batch it came from
+/// ([`Store::batch_rows`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchRows {
+    pub samples: Vec<(BatchRef, SampleRow)>,
+    pub states: Vec<(BatchRef, StateRow)>,
+    pub readings: Vec<(BatchRef, ReadingRow)>,
+    pub links: Vec<(BatchRef, LinkRow)>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Registry, inputs, tokens, audit
 // ---------------------------------------------------------------------------------------------
 
@@ -404,6 +478,48 @@ pub struct TokenRow {
     pub created_at: Ms,
     pub created_by: String,
     pub revoked_at: Option<Ms>,
+}
+
+/// A dashboard user. Only an argon2id hash of the password is stored (a PHC string); the
+/// store never sees a password and never writes the hash into the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    pub role: String,
+    /// PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    pub password_hash: String,
+    pub created_at: Ms,
+    pub created_by: String,
+    pub disabled_at: Option<Ms>,
+    pub password_changed_at: Ms,
+}
+
+/// A change of one user ([`Store::user_update`]); `None` fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserUpdate {
+    pub name: String,
+    pub role: Option<String>,
+    /// A new password hash (PHC string); sets `password_changed_at` to `at`.
+    pub password_hash: Option<String>,
+    /// `Some(true)` disables (keeping an earlier `disabled_at`), `Some(false)` enables.
+    pub disabled: Option<bool>,
+    pub actor: String,
+    pub at: Ms,
+}
+
+/// A dashboard session. Only SHA-256 hashes of the session id (the cookie) and of its CSRF
+/// token are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 of the session id, 64 lowercase hex.
+    pub id_hash: String,
+    pub user: String,
+    pub created_at: Ms,
+    pub last_seen: Ms,
+    /// Absolute end of the session.
+    pub expires_at: Ms,
+    /// SHA-256 of the session's CSRF token, 64 lowercase hex.
+    pub csrf_hash: String,
 }
 
 /// Tables with a retention period.
@@ -528,6 +644,40 @@ pub trait Store: Send + Sync {
         until: Ms,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    // --- seals (tamper evidence) ---
+
+    /// Stores a seal and, when it supersedes a stored version, sets that version's
+    /// `superseded_by` to this seal's hash, in one transaction. A second seal with the same
+    /// hash, (signer, seq) or (entity, from, to, version) is an error and writes nothing.
+    fn seal_put(&self, seal: &SealRow) -> impl Future<Output = Result<()>> + Send;
+    /// Seals matching `filter`, ordered by (entity, from, to, version).
+    fn seals(&self, filter: &SealFilter) -> impl Future<Output = Result<Vec<SealRow>>> + Send;
+    /// The seal with the highest seq of `signer` (without bodies), if any.
+    fn seal_head(&self, signer: &str) -> impl Future<Output = Result<Option<SealRow>>> + Send;
+    /// A named state document of the sealer (JSON), if stored.
+    fn seal_state(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<serde_json::Value>>> + Send;
+    /// Inserts or replaces a named state document of the sealer.
+    fn seal_state_put(
+        &self,
+        name: &str,
+        doc: &serde_json::Value,
+        at: Ms,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The decoded rows of `device` whose time lies in `[from, to]` (samples, readings, links:
+    /// `t`; states: their end), each with the batch it was stored from: what `verify` compares
+    /// with a fresh decode of those batches' signed payloads. Read through the per-device
+    /// indexes (there is no index by batch: it would cost every ingested row); ordered by batch,
+    /// then time.
+    fn batch_rows(
+        &self,
+        device: &str,
+        from: Ms,
+        to: Ms,
+    ) -> impl Future<Output = Result<BatchRows>> + Send;
+
     // --- registry, inputs, tokens, audit ---
 
     fn registry_list(&self, kind: &str) -> impl Future<Output = Result<Vec<RegistryItem>>> + Send;
@@ -577,6 +727,36 @@ pub trait Store: Send + Sync {
         actor: &str,
         at: Ms,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    // --- dashboard users and sessions ---
+
+    /// Adds a user, audited as `user` (name, role, dates; never the password hash) in the same
+    /// transaction. False (and nothing written) when a user of that name exists.
+    fn user_add(&self, user: &UserRow) -> impl Future<Output = Result<bool>> + Send;
+    fn user_get(&self, name: &str) -> impl Future<Output = Result<Option<UserRow>>> + Send;
+    /// Every user, ordered by name.
+    fn users(&self) -> impl Future<Output = Result<Vec<UserRow>>> + Send;
+    /// Applies `update` with an audit entry `user` in one transaction; a new password or
+    /// disabling also deletes the user's sessions in that transaction. Returns the user as it
+    /// is now (`None`: no such user). A change that changes nothing writes nothing.
+    fn user_update(
+        &self,
+        update: &UserUpdate,
+    ) -> impl Future<Output = Result<Option<UserRow>>> + Send;
+    /// Stores a new session (not audited: signing in is no data change).
+    fn session_add(&self, session: &SessionRow) -> impl Future<Output = Result<()>> + Send;
+    /// The session with this id hash and its user, in one read.
+    fn session_get(
+        &self,
+        id_hash: &str,
+    ) -> impl Future<Output = Result<Option<(SessionRow, UserRow)>>> + Send;
+    /// Moves `last_seen` forward to `at` (never back).
+    fn session_touch(&self, id_hash: &str, at: Ms) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes one session; false when there was none.
+    fn session_delete(&self, id_hash: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Deletes sessions with `expires_at <= now` or `last_seen < idle_before`; returns the
+    /// count.
+    fn sessions_purge(&self, now: Ms, idle_before: Ms) -> impl Future<Output = Result<u64>> + Send;
 
     // --- housekeeping ---
 
