@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use shopfloor_core::batch;
 
-use crate::config::{self, GatewayConfig};
+use crate::config::GatewayConfig;
 use crate::db::Db;
 use crate::ingest::Trust;
 use crate::model::{Agent, KIND_AGENT, RetiredKey};
@@ -181,39 +181,34 @@ fn id_of(action: &Action) -> Option<&str> {
 
 /// `shopfloor-gateway agents …`.
 pub fn main(config_path: &Path, action: Action) -> ExitCode {
-    let cfg = match config::load(config_path) {
+    let cfg = match crate::cli::config(config_path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    match rt.block_on(run(&cfg, &action)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+    rt.block_on(async {
+        let db = match crate::cli::store(&cfg).await {
+            Ok(db) => db,
+            Err(code) => return code,
+        };
+        match run(&cfg, db, &action).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure::Input(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(Failure::Runtime(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
         }
-        Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
-async fn run(cfg: &GatewayConfig, action: &Action) -> Result<(), Failure> {
+async fn run(cfg: &GatewayConfig, db: Db, action: &Action) -> Result<(), Failure> {
     // The files win at every start: refuse to change what they define.
     let files =
         crate::registry::check_files(cfg.registry.dir.as_deref(), cfg.registry.targets.as_deref())
@@ -238,14 +233,6 @@ async fn run(cfg: &GatewayConfig, action: &Action) -> Result<(), Failure> {
                 .unwrap_or_default()
         )));
     }
-    let db = Db::open(&cfg.store_url(), cfg.store.max_connections)
-        .await
-        .map_err(|e| {
-            Failure::Runtime(format!(
-                "store {}: {e}",
-                crate::run::redact(&cfg.store_url())
-            ))
-        })?;
     let registry = Registry::load(db, Arc::new(Trust::new()))
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;

@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod calc;
+mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod db;

@@ -31,7 +31,6 @@ use jiff::tz::TimeZone;
 use shopfloor_core::path::Level;
 use shopfloor_store::{Ms, StoreError};
 
-use crate::config;
 use crate::db::Db;
 use crate::evidence as ev;
 use crate::indicators::{self, QueryError};
@@ -378,21 +377,13 @@ pub fn run(args: &Args) -> ExitCode {
         return ExitCode::from(2);
     }
     let path = config_path(args.config.as_deref());
-    let cfg = match config::load(&path) {
+    let cfg = match crate::cli::config(&path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let tz = match TimeZone::get(&cfg.gateway.time_zone) {
+    let tz = match crate::cli::time_zone(&path, &cfg) {
         Ok(tz) => tz,
-        Err(e) => {
-            eprintln!("error: {}: gateway.time_zone: {e}", path.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let period = indicators::parse_time("from", &args.from, &tz).and_then(|from| {
         let to = indicators::parse_time("to", &args.to, &tz)?;
@@ -410,15 +401,9 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("error: entity: {reason}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let rendered = rt.block_on(async {
         let db = Db::open(&cfg.store_url(), cfg.store.max_connections)

@@ -16,7 +16,7 @@ use shopfloor_store::{Gran, Ms, Retained, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, GatewayConfig};
+use crate::config::GatewayConfig;
 use crate::db::Db;
 use crate::ingest::Trust;
 use crate::metrics::Metrics;
@@ -73,24 +73,13 @@ pub(crate) fn now_ms() -> Ms {
 
 /// `shopfloor-gateway run --config FILE`.
 pub fn main(path: &Path) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match crate::cli::config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let running = match start(cfg).await {
@@ -397,14 +386,9 @@ pub fn init_logging() {
 /// `shopfloor-gateway check --config FILE`: the configuration and its registry files, without
 /// opening the store or binding anything. Exit 0 valid, 2 invalid.
 pub fn check(path: &Path) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match crate::cli::config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match crate::registry::check_files(cfg.registry.dir.as_deref(), cfg.registry.targets.as_deref())
     {
@@ -430,43 +414,22 @@ pub fn check(path: &Path) -> ExitCode {
 
 /// `shopfloor-gateway token add`: creates a token in the configured store and prints it once.
 pub fn token_add(path: &Path, name: &str, role: &str) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match crate::cli::config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(role) = crate::model::Role::parse(role) else {
         eprintln!("error: --role: {role:?} is not one of viewer, engineer, auditor, admin");
         return ExitCode::from(2);
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
-        if let Err(e) = std::fs::create_dir_all(&cfg.gateway.data_dir) {
-            eprintln!(
-                "error: gateway.data_dir {}: {e}",
-                cfg.gateway.data_dir.display()
-            );
-            return ExitCode::from(1);
-        }
-        let db = match Db::open(&cfg.store_url(), cfg.store.max_connections).await {
+        let db = match crate::cli::store(&cfg).await {
             Ok(db) => db,
-            Err(e) => {
-                eprintln!("error: store {}: {e}", redact(&cfg.store_url()));
-                return ExitCode::from(1);
-            }
+            Err(code) => return code,
         };
         let actor = format!("cli:{}", whoami());
         match crate::auth::create_token(&db, name, role, &actor).await {

@@ -32,7 +32,6 @@ use crate::api::{
     ApiError, ApiResult, AppState, Body, Caller, Params, created, json_value, ok, time, typed,
 };
 use crate::auth::Via;
-use crate::config;
 use crate::db::Db;
 use crate::model::Role;
 
@@ -388,14 +387,9 @@ fn utc(ms: Ms) -> String {
 
 /// `shopfloor-gateway user …`. Exit 0, 2 (bad input), 1 (runtime failure).
 pub fn main(config_path: &Path, action: Action) -> ExitCode {
-    let cfg = match config::load(config_path) {
+    let cfg = match crate::cli::config(config_path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     // Read the password before anything else touches the terminal.
     let stdin_password = match &action {
@@ -415,30 +409,14 @@ pub fn main(config_path: &Path, action: Action) -> ExitCode {
         },
         _ => None,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
-        if let Err(e) = std::fs::create_dir_all(&cfg.gateway.data_dir) {
-            eprintln!(
-                "error: gateway.data_dir {}: {e}",
-                cfg.gateway.data_dir.display()
-            );
-            return ExitCode::from(1);
-        }
-        let db = match Db::open(&cfg.store_url(), cfg.store.max_connections).await {
+        let db = match crate::cli::store(&cfg).await {
             Ok(db) => db,
-            Err(e) => {
-                eprintln!("error: store {}: {e}", crate::run::redact(&cfg.store_url()));
-                return ExitCode::from(1);
-            }
+            Err(code) => return code,
         };
         let actor = format!("cli:{}", crate::run::whoami());
         let now = jiff::Timestamp::now().as_millisecond();

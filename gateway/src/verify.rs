@@ -40,7 +40,7 @@ use shopfloor_store::{
     BatchRef, LinkRow, Ms, ReadingRow, SampleRow, SealFilter, SealRow, StateRow, Store, StoreError,
 };
 
-use crate::config::{self, RetentionSection};
+use crate::config::RetentionSection;
 use crate::db::Db;
 use crate::evidence::{self as ev, LOOKBACK_MS};
 use crate::indicators::{self, QueryError, rfc3339};
@@ -1426,21 +1426,13 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     let path = crate::report::config_path(args.config.as_deref());
-    let cfg = match config::load(&path) {
+    let cfg = match crate::cli::config(&path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let tz = match TimeZone::get(&cfg.gateway.time_zone) {
+    let tz = match crate::cli::time_zone(&path, &cfg) {
         Ok(tz) => tz,
-        Err(e) => {
-            eprintln!("error: {}: gateway.time_zone: {e}", path.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let now = jiff::Timestamp::now().as_millisecond();
     let (from, to) = match (&args.from, &args.to) {
@@ -1497,15 +1489,9 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(None) => {}
         Err(e) => eprintln!("warning: {e}; only seal.trusted_keys and --trust-key are trusted"),
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let opts = Options {
         entity: args.entity.clone(),

@@ -10,11 +10,13 @@
 //! the router's operations. Sign-in, sessions and users in depth: `tests/auth.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/web.rs"]
+mod web;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use shopfloor_gateway::api::{self, AppState, ROUTES, Verb};
@@ -27,7 +29,7 @@ use shopfloor_gateway::registry::Registry;
 use shopfloor_gateway::session::{self, WebAuth};
 use shopfloor_gateway::users;
 use shopfloor_store::{AuditFilter, Store, UserRow};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use web::{Req, Resp, req};
 
 const ROLES: [Role; 4] = [Role::Viewer, Role::Engineer, Role::Auditor, Role::Admin];
 const MAX_BODY: usize = 64 * 1024;
@@ -212,220 +214,6 @@ async fn start() -> Server {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client: one request per connection.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `error` of a JSON error response.
-    fn error(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error: {self:?}"))
-            .to_owned()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-struct Req<'a> {
-    method: &'a str,
-    path: String,
-    token: Option<&'a str>,
-    content_type: Option<&'a str>,
-    body: Vec<u8>,
-    /// Declare this Content-Length and send no body.
-    declare_only: Option<usize>,
-    /// `Cookie: sf_session=<this>`.
-    cookie: Option<String>,
-    /// `X-CSRF-Token`.
-    csrf: Option<String>,
-    /// `Origin`.
-    origin: Option<String>,
-    /// Send the body with `Transfer-Encoding: chunked` (no Content-Length).
-    chunked: bool,
-}
-
-fn req<'a>(method: &'a str, path: impl Into<String>, token: Option<&'a str>) -> Req<'a> {
-    Req {
-        method,
-        path: path.into(),
-        token,
-        content_type: None,
-        body: Vec::new(),
-        declare_only: None,
-        cookie: None,
-        csrf: None,
-        origin: None,
-        chunked: false,
-    }
-}
-
-impl<'a> Req<'a> {
-    fn json(mut self, v: &Value) -> Self {
-        self.content_type = Some("application/json");
-        self.body = serde_json::to_vec(v).unwrap();
-        self
-    }
-
-    fn body(mut self, content_type: &'a str, body: &[u8]) -> Self {
-        self.content_type = Some(content_type);
-        self.body = body.to_vec();
-        self
-    }
-
-    async fn send(self, addr: SocketAddr) -> Resp {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
-            self.method, self.path
-        );
-        if let Some(t) = self.token {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        if let Some(c) = self.content_type {
-            head.push_str(&format!("Content-Type: {c}\r\n"));
-        }
-        if let Some(c) = &self.cookie {
-            head.push_str(&format!("Cookie: lang=en; {}={c}\r\n", session::COOKIE));
-        }
-        if let Some(c) = &self.csrf {
-            head.push_str(&format!("X-CSRF-Token: {c}\r\n"));
-        }
-        if let Some(o) = &self.origin {
-            head.push_str(&format!("Origin: {o}\r\n"));
-        }
-        if self.chunked {
-            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
-            let mut out = head.into_bytes();
-            for chunk in self.body.chunks(8192) {
-                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                out.extend_from_slice(chunk);
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"0\r\n\r\n");
-            // The server may answer 413 and close before it read everything.
-            let _ = s.write_all(&out).await;
-        } else {
-            let length = self.declare_only.unwrap_or(self.body.len());
-            head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
-            let mut out = head.into_bytes();
-            if self.declare_only.is_none() {
-                out.extend_from_slice(&self.body);
-            }
-            s.write_all(&out).await.unwrap();
-        }
-        // To the end of the response; an event stream never ends: up to its first event.
-        let mut raw = Vec::new();
-        let read = async {
-            let mut buf = [0_u8; 8192];
-            loop {
-                // A reset after the answer (a refused body left unread) ends the response.
-                let n = match s.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) if !raw.is_empty() => {
-                        eprintln!("read after {} bytes: {e}", raw.len());
-                        0
-                    }
-                    Err(e) => panic!("read: {e}"),
-                };
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-                if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-                    let body = &raw[split + 4..];
-                    if head.contains("content-type: text/event-stream")
-                        && body.windows(2).any(|w| w == b"\n\n")
-                    {
-                        break;
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .expect("response in time");
-        parse(&raw)
-    }
-}
-
-fn parse(raw: &[u8]) -> Resp {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// Decodes a chunked body; an event stream read up to its first event stops mid-body.
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 || b.len() < eol + 2 + n {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[(eol + 2 + n + 2).min(b.len())..];
-    }
-}
-
 async fn get(s: &Server, path: &str, role: Role) -> Resp {
     req("GET", path, Some(s.token(role))).send(s.addr).await
 }
@@ -435,7 +223,7 @@ async fn get(s: &Server, path: &str, role: Role) -> Resp {
 // ---------------------------------------------------------------------------------------------
 
 /// A valid request for each route (the same for every role).
-fn example(route: &api::Route) -> Req<'static> {
+fn example(route: &api::Route) -> Req {
     let method = match route.verb {
         Verb::Get => "GET",
         Verb::Post => "POST",
@@ -549,7 +337,7 @@ async fn every_route_checks_tokens_sessions_and_roles() {
             Some(s.revoked.as_str()),
         ] {
             let mut r = example(route);
-            r.token = bad;
+            r.token = bad.map(str::to_owned);
             let resp = r.send(s.addr).await;
             assert_eq!(resp.status, 401, "{what} with {bad:?}: {}", resp.text());
             assert!(
@@ -599,7 +387,7 @@ async fn every_route_checks_tokens_sessions_and_roles() {
             // A bearer token.
             let (before, _) = newest_audit(&s.db).await;
             let mut r = example(route);
-            r.token = Some(s.token(role));
+            r.token = Some(s.token(role).to_owned());
             let resp = r.send(s.addr).await;
             if allowed {
                 assert!(
@@ -734,9 +522,9 @@ async fn oversized_bodies_on_every_write_route() {
         for chunked in [false, true] {
             let mut r = example(route);
             if route.access.is_some() {
-                r.token = Some(admin);
+                r.token = Some(admin.to_owned());
             }
-            r.content_type = r.content_type.or(Some("application/json"));
+            r.content_type = r.content_type.or(Some("application/json".into()));
             r.body = big.clone();
             r.chunked = chunked;
             let resp = r.send(s.addr).await;
@@ -1103,7 +891,7 @@ async fn bad_parameters_and_bodies_are_json_4xx() {
     assert!(r.error().starts_with("name: "));
     // Oversized bodies: refused before they are read.
     let mut r = req("POST", "/api/v1/inputs", Some(e));
-    r.content_type = Some("application/json");
+    r.content_type = Some("application/json".into());
     r.declare_only = Some(MAX_BODY + 1);
     let r = r.send(s.addr).await;
     assert_eq!(

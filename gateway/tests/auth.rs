@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use common::web::{self, Req, Resp};
 use serde_json::{Value, json};
 use shopfloor_gateway::api::{self, AppState};
 use shopfloor_gateway::db::Db;
@@ -158,173 +159,8 @@ async fn add_user(s: &Server, name: &str, role: &str, password: &str) {
 // A small HTTP/1.1 client
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn error(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error: {}", self.text()))
-            .to_owned()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    /// The session id a login set.
-    fn session_cookie(&self) -> String {
-        let c = self.header("set-cookie").expect("a cookie");
-        c.strip_prefix("sf_session=")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_owned()
-    }
-}
-
-#[derive(Default)]
-struct Req {
-    method: &'static str,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    /// Read only up to the first event of an event stream.
-    stream: bool,
-}
-
-fn req(method: &'static str, path: impl Into<String>) -> Req {
-    Req {
-        method,
-        path: path.into(),
-        ..Req::default()
-    }
-}
-
-impl Req {
-    fn header(mut self, k: &str, v: impl Into<String>) -> Req {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-    fn token(self, t: &str) -> Req {
-        self.header("Authorization", format!("Bearer {t}"))
-    }
-    fn cookie(self, id: &str) -> Req {
-        self.header("Cookie", format!("sf_session={id}"))
-    }
-    fn csrf(self, c: &str) -> Req {
-        self.header("X-CSRF-Token", c)
-    }
-    fn via_ip(self, ip: &str) -> Req {
-        self.header("X-Forwarded-For", ip)
-    }
-    fn json(mut self, v: &Value) -> Req {
-        self.body = Some(serde_json::to_vec(v).unwrap());
-        self.header("Content-Type", "application/json")
-    }
-
-    async fn send(self, addr: SocketAddr) -> Resp {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
-            self.method, self.path
-        );
-        for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        let body = self.body.unwrap_or_default();
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&body);
-        s.write_all(&out).await.unwrap();
-        let mut raw = Vec::new();
-        let stream = self.stream;
-        let read = async {
-            let mut buf = [0_u8; 8192];
-            loop {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-                if stream
-                    && let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n")
-                    && raw[split + 4..].windows(2).any(|w| w == b"\n\n")
-                {
-                    break;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), read)
-            .await
-            .expect("response in time");
-        parse(&raw)
-    }
-}
-
-fn parse(raw: &[u8]) -> Resp {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 || b.len() < eol + 2 + n {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[(eol + 2 + n + 2).min(b.len())..];
-    }
+fn req(method: &str, path: impl Into<String>) -> Req {
+    web::req(method, path, None)
 }
 
 fn login(name: &str, password: &str) -> Req {
@@ -699,8 +535,6 @@ async fn disabling_a_user_or_a_new_password_ends_its_sessions() {
     let (boss, boss_csrf) = sign_in(&s, "boss", PW).await;
     // Its event stream is open and then ends with the session.
     let events = req("GET", "/api/v1/events").cookie(&a);
-    let mut events = events;
-    events.stream = true;
     assert_eq!(events.send(s.addr).await.status, 200);
     let r = req("PUT", "/api/v1/users/li.wei")
         .cookie(&boss)

@@ -5,6 +5,7 @@
 
 #[path = "../../../agent/tests/common/mod.rs"]
 pub mod agent;
+pub mod web;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
