@@ -1,29 +1,24 @@
 //! The agent's identity: one Ed25519 signing key in `<data_dir>/agent.key`.
 //!
-//! Invariants:
-//! - the key is created once, on first use, from 32 bytes of OS randomness (`getrandom`), and
-//!   never overwritten: a corrupt or unreadable key file is an error naming the file, never a
-//!   reason to make a new key (a new key means the gateway must be told the new public key);
-//! - creation is atomic: a temporary file (mode 0600) is written, fsynced, linked into place
-//!   (never replacing an existing file) and the directory fsynced, so a power cut leaves either
-//!   no key or the whole key;
-//! - on Unix the key file must not be accessible by group or others (checked at every load,
-//!   like ssh); a new data directory is created with mode 0700.
+//! The file is a [`shopfloor_keyfile`] key file, with its guarantees: created once (0600,
+//! atomic write), never overwritten except by activating a staged key, refused when readable
+//! by group or others; a new data directory gets mode 0700.
 //!
 //! File format (text): `shopfloor-agent-key/1\n<standard base64 of the 32-byte secret seed>\n`.
 //! The public key is printed by `shopfloor-agent key show` as `ed25519:<base64>` (see
 //! [`shopfloor_core::batch::public_key_text`]) and registered at the gateway.
 
 use std::fs;
-use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::SigningKey;
+use shopfloor_keyfile::{KeyKind, sync_dir};
 
 use shopfloor_core::batch::public_key_text;
+
+/// Why the key could not be loaded or created (every variant names the file).
+pub use shopfloor_keyfile::KeyError as IdentityError;
 
 /// Name of the key file inside the data directory.
 pub const KEY_FILE: &str = "agent.key";
@@ -31,37 +26,11 @@ pub const KEY_FILE: &str = "agent.key";
 /// First line of the key file.
 pub const KEY_HEADER: &str = "shopfloor-agent-key/1";
 
-/// Why the key could not be loaded or created. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    /// A file system operation failed.
-    #[error("{}: cannot {action}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    /// The key file is readable or writable by group or others.
-    #[error(
-        "{}: the agent key is accessible by group or others (mode {mode:04o}); \
-         refusing to use it. Run: chmod 600 {}",
-        path.display(),
-        path.display()
-    )]
-    Permissions { path: PathBuf, mode: u32 },
-    /// The key file exists but is not a valid key file (it is left untouched).
-    #[error(
-        "{}: not a valid agent key file: {reason} (the file was left untouched; restore it \
-         from a backup, or move it away to create a new key, which must then be registered \
-         at the gateway)",
-        path.display()
-    )]
-    Corrupt { path: PathBuf, reason: String },
-    /// The OS random number generator failed.
-    #[error("cannot create the agent key: OS random number generator failed: {0}")]
-    Random(String),
-}
+const KIND: KeyKind = KeyKind {
+    header: KEY_HEADER,
+    name: "agent key",
+    new_key_means: "which must then be registered at the gateway",
+};
 
 /// Name of the staged next key (`shopfloor-agent key rotate`), activated by `key activate`.
 pub const NEXT_KEY_FILE: &str = "agent.key.next";
@@ -75,24 +44,15 @@ pub fn next_key_path(data_dir: &Path) -> PathBuf {
 /// key is kept and returned again) while the agent goes on signing with `agent.key`. Returns
 /// the staged key and whether it was created now. The current key must exist.
 pub fn stage_next(data_dir: &Path) -> Result<(SigningKey, bool), IdentityError> {
-    read_key(&key_path(data_dir))?;
-    let path = next_key_path(data_dir);
-    if path.exists() {
-        return read_key(&path).map(|k| (k, false));
-    }
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
-    let created = write_new(data_dir, &path, &seed);
-    seed.fill(0);
-    let created = created?;
-    read_key(&path).map(|k| (k, created))
+    KIND.read(&key_path(data_dir))?;
+    KIND.load_or_create(&next_key_path(data_dir))
 }
 
 /// Makes the staged key the agent's key: `agent.key.next` replaces `agent.key` in one atomic
 /// rename (the old secret is gone), and the directory is fsynced. Returns the new key.
 pub fn activate_next(data_dir: &Path) -> Result<SigningKey, IdentityError> {
     let next = next_key_path(data_dir);
-    let key = read_key(&next)?;
+    let key = KIND.read(&next)?;
     let path = key_path(data_dir);
     fs::rename(&next, &path).map_err(|e| IdentityError::Io {
         path: path.clone(),
@@ -115,195 +75,12 @@ pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, IdentityError> {
 
 /// Loads an existing key; a missing file is an [`IdentityError::Io`] (`NotFound`).
 pub fn load(data_dir: &Path) -> Result<SigningKey, IdentityError> {
-    read_key(&key_path(data_dir))
+    KIND.read(&key_path(data_dir))
 }
 
 /// [`load_or_create`], also telling whether the key was created now.
 fn load_or_create_reporting(data_dir: &Path) -> Result<(SigningKey, bool), IdentityError> {
-    let path = key_path(data_dir);
-    match fs::symlink_metadata(&path) {
-        Ok(_) => return read_key(&path).map(|k| (k, false)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(IdentityError::Io {
-                path,
-                action: "inspect the key file",
-                source: e,
-            });
-        }
-    }
-    create_dir(data_dir)?;
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
-    let created = write_new(data_dir, &path, &seed);
-    seed.fill(0);
-    // Read back what is on disk: ours, or the key another process created first.
-    let created = created?;
-    read_key(&path).map(|k| (k, created))
-}
-
-fn create_dir(dir: &Path) -> Result<(), IdentityError> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        b.mode(0o700);
-    }
-    b.create(dir).map_err(|e| IdentityError::Io {
-        path: dir.to_owned(),
-        action: "create the data directory",
-        source: e,
-    })
-}
-
-/// Writes a new key file atomically. Returns `false` if a key file appeared meanwhile (it is
-/// kept, ours discarded).
-fn write_new(dir: &Path, path: &Path, seed: &[u8; 32]) -> Result<bool, IdentityError> {
-    let tmp = dir.join(format!(".{KEY_FILE}.tmp.{}", std::process::id()));
-    let io_err = |action: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| IdentityError::Io {
-            path: p,
-            action,
-            source,
-        }
-    };
-    // A leftover of an earlier crash of this same process id: ours to remove.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("remove a stale temporary key file", &tmp)(e)),
-    }
-    let text = format!("{KEY_HEADER}\n{}\n", BASE64.encode(seed));
-    let result = (|| {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .map_err(io_err("create the temporary key file", &tmp))?;
-        f.write_all(text.as_bytes())
-            .map_err(io_err("write the temporary key file", &tmp))?;
-        f.sync_all()
-            .map_err(io_err("fsync the temporary key file", &tmp))?;
-        drop(f);
-        // A hard link never replaces an existing file; fall back to rename where links are
-        // not supported (FAT), after checking again that no key exists.
-        let placed = match fs::hard_link(&tmp, path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(_) => {
-                if path.exists() {
-                    false
-                } else {
-                    fs::rename(&tmp, path)
-                        .map_err(io_err("move the new key file into place", path))?;
-                    true
-                }
-            }
-        };
-        sync_dir(dir)?;
-        Ok(placed)
-    })();
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(
-                file = %tmp.display(), error = %e,
-                "cannot remove the temporary key file"
-            )
-        }
-    }
-    result
-}
-
-fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| IdentityError::Io {
-                path: dir.to_owned(),
-                action: "fsync the data directory",
-                source: e,
-            })?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-fn read_key(path: &Path) -> Result<SigningKey, IdentityError> {
-    let meta = fs::metadata(path).map_err(|e| IdentityError::Io {
-        path: path.to_owned(),
-        action: "read the key file",
-        source: e,
-    })?;
-    if !meta.is_file() {
-        return Err(IdentityError::Corrupt {
-            path: path.to_owned(),
-            reason: "not a regular file".to_owned(),
-        });
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(IdentityError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    if meta.len() > 4096 {
-        return Err(IdentityError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("{} bytes, far too long for a key file", meta.len()),
-        });
-    }
-    let bytes = fs::read(path).map_err(|e| IdentityError::Io {
-        path: path.to_owned(),
-        action: "read the key file",
-        source: e,
-    })?;
-    parse_key_file(&bytes).map_err(|reason| IdentityError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    })
-}
-
-fn parse_key_file(bytes: &[u8]) -> Result<SigningKey, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
-    if text.is_empty() {
-        return Err("empty file".to_owned());
-    }
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    if header.trim() != KEY_HEADER {
-        return Err(format!("first line must be {KEY_HEADER:?}"));
-    }
-    let seed_text = lines
-        .next()
-        .map(str::trim)
-        .ok_or_else(|| "second line (the base64 secret key) is missing".to_owned())?;
-    if lines.any(|l| !l.trim().is_empty()) {
-        return Err("unexpected lines after the key".to_owned());
-    }
-    let seed = BASE64
-        .decode(seed_text)
-        .map_err(|e| format!("second line is not standard base64: {e}"))?;
-    let seed: [u8; 32] = seed
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("the secret key must be 32 bytes, got {}", seed.len()))?;
-    Ok(SigningKey::from_bytes(&seed))
+    KIND.load_or_create(&key_path(data_dir))
 }
 
 /// `shopfloor-agent key show`: prints the public key (`ed25519:<base64>`) on stdout, creating
@@ -414,6 +191,8 @@ fn resolve_dir(config: Option<&Path>, data_dir: Option<&Path>) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     #[test]
     fn creates_once_and_loads_the_same_key() {

@@ -10,6 +10,8 @@ use jiff::tz::TimeZone;
 
 use crate::config::{self, GatewayConfig};
 use crate::db::Db;
+use crate::indicators::QueryError;
+use crate::model::Snapshot;
 
 /// Loads and validates the configuration; every problem is printed (exit 2).
 pub(crate) fn config(path: &Path) -> Result<GatewayConfig, ExitCode> {
@@ -57,4 +59,36 @@ pub(crate) async fn store(cfg: &GatewayConfig) -> Result<Db, ExitCode> {
             eprintln!("error: store {}: {e}", crate::run::redact(&cfg.store_url()));
             ExitCode::from(1)
         })
+}
+
+/// The store and the registry as stored, i.e. as the running gateway holds it (the files are
+/// synced into the store by `run`; a read-only command never writes). Errors are messages for
+/// exit 1.
+pub(crate) async fn stored_registry(cfg: &GatewayConfig) -> Result<(Db, Snapshot), String> {
+    let db = Db::open(&cfg.store_url(), cfg.store.max_connections)
+        .await
+        .map_err(|e| format!("store {}: {e}", crate::run::redact(&cfg.store_url())))?;
+    let snap = crate::registry::read_snapshot(&db)
+        .await
+        .map_err(|e| format!("registry: {e}"))?;
+    Ok((db, snap))
+}
+
+/// Prints why a query of `entity` failed: exit 2 for bad input or an unknown entity, 1 for the
+/// store.
+pub(crate) fn query_failed(e: QueryError, entity: &str) -> ExitCode {
+    match e {
+        e @ QueryError::Bad { .. } => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        QueryError::NotFound(_) => {
+            eprintln!("error: entity: {entity} is not a registered entity");
+            ExitCode::from(2)
+        }
+        e @ QueryError::Store(_) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -25,7 +25,6 @@ pub mod verify;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 use shopfloor_core::path::Level;
@@ -34,9 +33,7 @@ use shopfloor_store::{Ms, StoreError};
 use crate::db::Db;
 use crate::evidence as ev;
 use crate::indicators::{self, QueryError};
-use crate::ingest::Trust;
 use crate::model::Snapshot;
-use crate::registry::Registry;
 
 /// Output format of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,31 +403,12 @@ pub fn run(args: &Args) -> ExitCode {
         Err(code) => return code,
     };
     let rendered = rt.block_on(async {
-        let db = Db::open(&cfg.store_url(), cfg.store.max_connections)
-            .await
-            .map_err(|e| format!("store {}: {e}", crate::run::redact(&cfg.store_url())))?;
-        // The registry as the running gateway holds it (stored; the files are synced into the
-        // store by `run`, never by a report, which writes nothing).
-        let registry = Registry::load(db.clone(), Arc::new(Trust::new()))
-            .await
-            .map_err(|e| format!("registry: {e}"))?;
-        let snap = registry.snapshot();
+        let (db, snap) = crate::cli::stored_registry(&cfg).await?;
         Ok::<_, String>(build(&db, &snap, &tz, &args.entity, from, to, format, lang, true).await)
     });
     let rendered = match rendered {
         Ok(Ok(r)) => r,
-        Ok(Err(e @ QueryError::Bad { .. })) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-        Ok(Err(QueryError::NotFound(_))) => {
-            eprintln!("error: entity: {} is not a registered entity", args.entity);
-            return ExitCode::from(2);
-        }
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Ok(Err(e)) => return crate::cli::query_failed(e, &args.entity),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);

@@ -30,7 +30,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 use serde::Serialize;
@@ -44,9 +43,8 @@ use crate::config::RetentionSection;
 use crate::db::Db;
 use crate::evidence::{self as ev, LOOKBACK_MS};
 use crate::indicators::{self, QueryError, rfc3339};
-use crate::ingest::{self, AgentKeys, Trust};
+use crate::ingest::{self, AgentKeys};
 use crate::model::Snapshot;
-use crate::registry::Registry;
 use crate::report::verify::{Walker, examine_chunk, recorded_gaps};
 use crate::seal::{self, Manifest, SealDoc, sha256_hex};
 
@@ -1502,13 +1500,7 @@ pub fn run(args: &Args) -> ExitCode {
         now,
     };
     let result = rt.block_on(async {
-        let db = Db::open(&cfg.store_url(), cfg.store.max_connections)
-            .await
-            .map_err(|e| format!("store {}: {e}", crate::run::redact(&cfg.store_url())))?;
-        let registry = Registry::load(db.clone(), Arc::new(Trust::new()))
-            .await
-            .map_err(|e| format!("registry: {e}"))?;
-        let snap = registry.snapshot();
+        let (db, snap) = crate::cli::stored_registry(&cfg).await?;
         if let Some(e) = &opts.entity
             && !snap.entities.contains_key(e)
         {
@@ -1518,21 +1510,7 @@ pub fn run(args: &Args) -> ExitCode {
     });
     let outcome = match result {
         Ok(Ok(o)) => o,
-        Ok(Err(e @ QueryError::Bad { .. })) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-        Ok(Err(QueryError::NotFound(_))) => {
-            eprintln!(
-                "error: entity: {} is not a registered entity",
-                args.entity.as_deref().unwrap_or("")
-            );
-            return ExitCode::from(2);
-        }
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Ok(Err(e)) => return crate::cli::query_failed(e, args.entity.as_deref().unwrap_or("")),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
