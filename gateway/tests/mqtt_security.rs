@@ -622,6 +622,11 @@ async fn guard_with_tls_and_client_certificates() {
         matches!(l, Login::Failed(_)),
         "no client certificate: {l:?}"
     );
+    // The guard counts a failed handshake after the client has already seen it fail.
+    wait_until(WAIT, "four failed handshakes counted", || {
+        outcome(&metrics, "tls_failed") >= 4
+    })
+    .await;
     assert!(outcome(&metrics, "tls_failed") >= 4, "{}", metrics.encode());
     assert_eq!(outcome(&metrics, "accepted"), 1);
 
