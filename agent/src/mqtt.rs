@@ -283,7 +283,7 @@ impl Publisher {
                             }
                             self.state.send_modify(|s| { s.connected = true; s.last_error = None; });
                             tracing::info!(session_present = ack.session_present, "mqtt connected");
-                            let birth = status_payload(&self.agent, true, jiff::Timestamp::now().as_millisecond(), &self.public_key);
+                            let birth = status_payload(&self.agent, true, shopfloor_clock::now_ms(), &self.public_key);
                             if client.try_publish(&status_topic, QoS::AtLeastOnce, true, birth).is_ok() {
                                 fresh.push_back((Item::Status, Instant::now()));
                             }
@@ -344,7 +344,7 @@ impl Publisher {
             let bye = status_payload(
                 &self.agent,
                 false,
-                jiff::Timestamp::now().as_millisecond(),
+                shopfloor_clock::now_ms(),
                 &self.public_key,
             );
             let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, bye);
@@ -370,7 +370,7 @@ impl Publisher {
             let next = match self.outbox.unacked(*submitted, room).await {
                 Ok(v) if !v.is_empty() => v,
                 Ok(_) => {
-                    let now = jiff::Timestamp::now().as_millisecond();
+                    let now = shopfloor_clock::now_ms();
                     match self.outbox.seal_next(&self.agent, &self.key, now).await {
                         Ok(Some(s)) => {
                             self.metrics.batches_sealed.inc();

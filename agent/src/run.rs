@@ -21,7 +21,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use jiff::Timestamp;
 use shopfloor_acquire::Event;
 use shopfloor_core::batch::{Contents, Reading};
 use tokio::sync::{Notify, mpsc, watch};
@@ -382,7 +381,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     });
 
     // Pipeline, live indicators, drivers.
-    let now = Timestamp::now();
+    let now = shopfloor_clock::now();
     let mut pipeline = Pipeline::new(
         pipeline_config(&cfg),
         cfg.devices.iter().map(device_spec).collect(),
@@ -421,13 +420,13 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             ev = ev_rx.recv() => {
                 if let Some(ev) = ev {
                     metrics.observe(&ev);
-                    pipeline.handle(&ev, Timestamp::now());
+                    pipeline.handle(&ev, shopfloor_clock::now());
                     cut_now = pipeline.full();
                 }
             }
             _ = cut_timer.tick() => cut_now = true,
             _ = stats_timer.tick() => {
-                let now_ms = Timestamp::now().as_millisecond();
+                let now_ms = shopfloor_clock::now().as_millisecond();
                 let st = pipeline.stats();
                 metrics.samples_reported.inc_by(st.reported - last_stats.reported);
                 metrics.out_of_order.inc_by(st.out_of_order - last_stats.out_of_order);
@@ -479,7 +478,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             _ = shutdown.changed() => break,
         }
         if cut_now {
-            let now = Timestamp::now();
+            let now = shopfloor_clock::now();
             if let Some(c) = pipeline.cut(now) {
                 metrics.batches_cut.inc();
                 feed_live(&mut live, &c);
@@ -501,9 +500,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     drop(drivers);
     while let Ok(ev) = ev_rx.try_recv() {
         metrics.observe(&ev);
-        pipeline.handle(&ev, Timestamp::now());
+        pipeline.handle(&ev, shopfloor_clock::now());
     }
-    if let Some(c) = pipeline.cut(Timestamp::now()) {
+    if let Some(c) = pipeline.cut(shopfloor_clock::now()) {
         unpushed.push_back(c);
     }
     if let Some(e) = push_all(&outbox, &mut unpushed, &metrics).await {

@@ -440,7 +440,7 @@ fn busy_plant() -> String {
 async fn a_full_disk_budget_drops_oldest_raw_samples_keeps_the_rest_and_counts() {
     let loaded =
         shopfloor_sim::Scenario::from_str(&busy_plant(), "busy.toml", Path::new(".")).unwrap();
-    let plant = shopfloor_sim::Plant::start(loaded, shopfloor_sim::StartOptions { pki_dir: None })
+    let plant = shopfloor_sim::Plant::start(loaded, shopfloor_sim::StartOptions::default())
         .await
         .unwrap();
     let port = free_port();

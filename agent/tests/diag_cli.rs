@@ -138,6 +138,7 @@ async fn browse_prints_the_node_tree_of_a_machine_tool() {
         loaded,
         StartOptions {
             pki_dir: Some(dir.path().join("server")),
+            epoch: None,
         },
     )
     .await

@@ -338,8 +338,9 @@ pub(crate) async fn timeline(State(s): State<AppState>, p: Params) -> ApiResult 
     }))
 }
 
+/// The data's clock (simulated in the demo, else real time), as ingest stamps receptions.
 fn now_ms() -> Ms {
-    jiff::Timestamp::now().as_millisecond()
+    shopfloor_clock::now_ms()
 }
 
 /// Samples points shown on the equipment page.

@@ -24,6 +24,7 @@ pub mod calc;
 mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod db;
 pub mod evidence;
 pub mod guard;

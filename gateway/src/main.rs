@@ -51,6 +51,10 @@ enum Command {
         #[command(subcommand)]
         command: MqttUserCommand,
     },
+    /// The whole product on loopback: a simulated park (Modbus and OPC UA devices), one agent
+    /// per workshop, the embedded broker, SQLite and the dashboard. Prints the dashboard URL
+    /// and how to sign in; Ctrl-C stops.
+    Demo(shopfloor_gateway::demo::Args),
     /// Recompute the indicators of an evidence file (shopfloor.evidence/1) and print them as JSON.
     Calc(calc::Args),
     /// Write the auditor's period report of an enterprise, workshop or park.
@@ -208,7 +212,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if !matches!(cli.command, Command::Calc(_)) {
+    if !matches!(cli.command, Command::Calc(_) | Command::Demo(_)) {
         run::init_logging();
     }
     match cli.command {
@@ -289,6 +293,7 @@ fn main() -> ExitCode {
                 shopfloor_gateway::guard::mqtt_user_remove(&file, &name)
             }
         },
+        Command::Demo(args) => shopfloor_gateway::demo::main(args),
         Command::Calc(args) => calc::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Verify(args) => shopfloor_gateway::verify::run(&args),

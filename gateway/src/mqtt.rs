@@ -690,7 +690,7 @@ impl Controller {
         let d = Delivery {
             topic: p.topic,
             payload,
-            received: jiff::Timestamp::now().as_millisecond(),
+            received: shopfloor_clock::now_ms(),
             ack,
         };
         if !st.overflow.is_empty() {

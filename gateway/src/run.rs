@@ -82,6 +82,8 @@ pub fn main(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
+        // Installed first: Ctrl-C during start-up stops the gateway once it is up.
+        let stop = wait_for_signal();
         let running = match start(cfg).await {
             Ok(r) => r,
             Err(RunError::Config(e)) => {
@@ -94,29 +96,48 @@ pub fn main(path: &Path) -> ExitCode {
             }
         };
         tracing::info!(http = %running.http, "gateway running");
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("stopping");
         running.stop().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled, so a signal that arrives in between is not lost (nor kills the process).
+pub(crate) fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let ctrl_c = tokio::signal::windows::ctrl_c();
+        async move {
+            match ctrl_c {
+                Ok(mut c) => {
+                    let _ = c.recv().await;
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
     }
 }
 
@@ -305,7 +326,8 @@ async fn housekeeping(
     let refresh = Duration::from_secs(cfg.metrics.indicator_refresh_s);
     let mut last_purge: Option<Ms> = None;
     loop {
-        let now = now_ms();
+        // The data's clock (simulated in the demo), like ingest's receive time.
+        let now = shopfloor_clock::now_ms();
         let snap = registry.snapshot();
         crate::indicators::refresh_gauges(
             &db,

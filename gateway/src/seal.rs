@@ -1030,7 +1030,7 @@ pub async fn run(
                 }
                 let snap = registry.snapshot();
                 tokio::select! {
-                    r = sealer.pass(&db, &snap, &tz, now_ms()) => match r {
+                    r = sealer.pass(&db, &snap, &tz, shopfloor_clock::now_ms()) => match r {
                         Ok(p) => {
                             metrics.seal_progress(
                                 p.sealed.len() as u64,

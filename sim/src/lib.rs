@@ -39,6 +39,11 @@ pub enum StartError {
 pub struct StartOptions {
     /// Where OPC UA servers keep their certificates (a temp dir when absent).
     pub pki_dir: Option<PathBuf>,
+    /// Simulated time zero on the process clock ([`shopfloor_clock::now`]): when set, the
+    /// devices' time is `now − epoch` (the clock's own speed applies, the scenario's
+    /// `time_scale` does not), so machine programs follow the time of day and continue across
+    /// restarts. When absent, time starts at 0 when the plant starts and runs `time_scale` ×.
+    pub epoch: Option<jiff::Timestamp>,
 }
 
 /// A running plant.
@@ -73,8 +78,19 @@ impl Plant {
             .zip(templates)
             .map(|(spec, t)| Arc::new(Device::new(spec, t)))
             .collect();
+        let epoch = opts.epoch;
+        let sim_time = move |t0: tokio::time::Instant, scale: f64| -> f64 {
+            match epoch {
+                Some(e) => shopfloor_clock::now()
+                    .duration_since(e)
+                    .as_secs_f64()
+                    .max(0.0),
+                None => t0.elapsed().as_secs_f64() * scale,
+            }
+        };
+        let t_start = sim_time(tokio::time::Instant::now(), 0.0);
         for d in &devices {
-            d.update(0.0);
+            d.update(t_start);
         }
         let modbus_units = |server: &str| -> Result<modbus::Units, StartError> {
             let mut units = HashMap::new();
@@ -170,7 +186,7 @@ impl Plant {
                     _ = every.tick() => {}
                     _ = stop_rx.changed() => return,
                 }
-                let t = t0.elapsed().as_secs_f64() * scale;
+                let t = sim_time(t0, scale);
                 for d in &ticking {
                     d.update(t);
                 }

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             loaded,
             StartOptions {
                 pki_dir: cli.pki_dir,
+                epoch: None,
             },
         )
         .await

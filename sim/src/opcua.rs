@@ -288,9 +288,23 @@ struct Served {
     initial: Variant,
 }
 
-fn source_time(offset_ms: i64) -> DateTime {
+/// Now on the process clock ([`shopfloor_clock::now`], simulated in the demo), as OPC UA time.
+fn clock_now() -> DateTime {
+    let real = jiff::Timestamp::now();
+    let lag_ms = shopfloor_clock::now()
+        .duration_since(real)
+        .as_millis()
+        .clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     DateTime::from(
         DateTime::now()
+            .ticks()
+            .saturating_add(lag_ms.saturating_mul(10_000)),
+    )
+}
+
+fn source_time(offset_ms: i64) -> DateTime {
+    DateTime::from(
+        clock_now()
             .ticks()
             .saturating_add(offset_ms.saturating_mul(10_000)),
     )
@@ -445,7 +459,7 @@ fn build_address_space(
                         display.as_str(),
                         value.clone(),
                     );
-                    let now = DateTime::now();
+                    let now = clock_now();
                     var.set_data_value(DataValue {
                         value: Some(value.clone()),
                         status: Some(StatusCode::Good),
@@ -604,7 +618,7 @@ async fn update_device(
     loop {
         let fault = signals.fault();
         if fault != Fault::Silent {
-            let now = DateTime::now();
+            let now = clock_now();
             let mut batch: Vec<(usize, DataValue)> = Vec::new();
             for (k, s) in served.iter().enumerate() {
                 let (value, status) = match fault {

@@ -119,7 +119,7 @@ impl Device {
         for r in &self.spec.ramps {
             let hours = match (r.while_producing, machine) {
                 (true, Some((_, at))) => at.producing_s / 3600.0,
-                _ => t / 3600.0,
+                _ => r.hours_at(t),
             };
             let x = r.start + r.per_hour * hours;
             let v = match self.point_type(&r.point) {
@@ -231,6 +231,30 @@ impl Device {
 mod tests {
     use super::*;
     use crate::scenario::Phase;
+
+    #[test]
+    fn day_profile_integrates_hour_by_hour() {
+        let mut profile = vec![0.0; 24];
+        profile[8] = 1.0;
+        profile[9] = 0.5;
+        let r = crate::scenario::Ramp {
+            point: "e".into(),
+            per_hour: 100.0,
+            start: 0.0,
+            while_producing: false,
+            day_profile: profile,
+        };
+        assert_eq!(r.hours_at(8.0 * 3600.0), 0.0);
+        assert_eq!(r.hours_at(8.5 * 3600.0), 0.5);
+        assert_eq!(r.hours_at(9.5 * 3600.0), 1.25);
+        assert_eq!(r.hours_at(24.0 * 3600.0), 1.5);
+        assert_eq!(r.hours_at(24.0 * 3600.0 + 8.5 * 3600.0), 2.0);
+        let flat = crate::scenario::Ramp {
+            day_profile: Vec::new(),
+            ..r
+        };
+        assert_eq!(flat.hours_at(7200.0), 2.0);
+    }
 
     #[test]
     fn program_position_and_parts() {

@@ -164,6 +164,34 @@ pub struct Ramp {
     /// Only grow while the machine is producing (a spindle's energy).
     #[serde(default)]
     pub while_producing: bool,
+    /// A daily load profile: 24 factors ≥ 0, one per hour of the day counted from simulated
+    /// time 0 (the demo starts simulated time at a local midnight); the point grows
+    /// `per_hour × factor` in that hour. Empty: a constant rate. Not with `while_producing`.
+    #[serde(default)]
+    pub day_profile: Vec<f64>,
+}
+
+impl Ramp {
+    /// Hours of growth at full rate up to simulated time `t` (seconds), following the day
+    /// profile when there is one.
+    pub fn hours_at(&self, t: f64) -> f64 {
+        let hours = t.max(0.0) / 3600.0;
+        if self.day_profile.len() != 24 {
+            return hours;
+        }
+        let per_day: f64 = self.day_profile.iter().sum();
+        let days = (hours / 24.0).floor();
+        let mut within = hours - days * 24.0;
+        let mut total = days * per_day;
+        for f in &self.day_profile {
+            if within <= 0.0 {
+                break;
+            }
+            total += f * within.min(1.0);
+            within -= 1.0;
+        }
+        total
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +370,27 @@ impl Scenario {
                         format!("device[{i}].ramp[{k}].per_hour"),
                         "must be finite".into(),
                     ));
+                }
+                if !r.day_profile.is_empty() {
+                    let field = format!("device[{i}].ramp[{k}].day_profile");
+                    if r.day_profile.len() != 24 {
+                        return Err(e(
+                            field,
+                            format!(
+                                "has {} factors; one per hour (24) is needed",
+                                r.day_profile.len()
+                            ),
+                        ));
+                    }
+                    if r.day_profile.iter().any(|f| !f.is_finite() || *f < 0.0) {
+                        return Err(e(field, "factors must be finite and ≥ 0".into()));
+                    }
+                    if r.while_producing {
+                        return Err(e(
+                            field,
+                            "a day profile and while_producing exclude each other".into(),
+                        ));
+                    }
                 }
             }
             for name in d.values.keys() {

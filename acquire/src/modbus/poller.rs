@@ -255,7 +255,7 @@ async fn poll_device(
         let t0 = Instant::now();
         let result = link.read(d.cfg.unit, req.table, req.start, req.count).await;
         let rtt = t0.elapsed();
-        let received = Timestamp::now();
+        let received = shopfloor_clock::now();
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(ReadError::Exception(_)) => Outcome::Exception,

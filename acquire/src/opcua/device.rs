@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore, Session, SessionPollResult};
 use opcua::sync::Mutex;
 use opcua::types::{
@@ -179,7 +178,7 @@ impl DeviceLoop {
             device: self.device.clone(),
             point: self.points[i].name.clone(),
             source_time: None,
-            received: Timestamp::now(),
+            received: shopfloor_clock::now(),
             value: Err(reason),
         }));
     }
@@ -674,7 +673,7 @@ impl Callbacks {
             device: self.device.clone(),
             point: p.name.clone(),
             source_time: dv.source_timestamp.as_ref().and_then(convert::timestamp),
-            received: Timestamp::now(),
+            received: shopfloor_clock::now(),
             value: convert::data_value(dv, p.scale, p.offset),
         }));
     }

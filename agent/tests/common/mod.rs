@@ -374,7 +374,7 @@ start = 1000
 
 pub async fn start_plant() -> shopfloor_sim::Plant {
     let loaded = shopfloor_sim::Scenario::from_str(PLANT, "plant.toml", Path::new(".")).unwrap();
-    shopfloor_sim::Plant::start(loaded, shopfloor_sim::StartOptions { pki_dir: None })
+    shopfloor_sim::Plant::start(loaded, shopfloor_sim::StartOptions::default())
         .await
         .unwrap()
 }
