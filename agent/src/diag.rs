@@ -20,7 +20,7 @@ pub enum ProbeProtocol {
 
 #[derive(Debug, Subcommand)]
 pub enum BrowseProtocol {
-    /// OPC UA (security None, anonymous unless --user is given).
+    /// OPC UA (security None, anonymous login).
     Opcua(OpcuaArgs),
 }
 

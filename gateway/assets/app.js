@@ -110,16 +110,25 @@
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}${sign}${p(Math.floor(Math.abs(off) / 60))}:${p(Math.abs(off) % 60)}`;
   }
 
+  // The gateway's data clock (GET /api/v1/session `clock`): real time, or in the demo a
+  // simulated clock that runs `speed` × until it catches up with real time.
+  function nowMs() {
+    const c = app.session && app.session.clock;
+    if (!c || typeof c.now_ms !== "number") return Date.now();
+    const ahead = c.now_ms + (Date.now() - c.fetched_at) * (c.speed || 1);
+    return Math.min(ahead, Date.now());
+  }
+
   // A period that reaches into the future ends now (at the next whole minute): time that has
   // not happened yet is not offline time.
   function periodRange() {
     const [f, to] = periodBounds();
-    const now = Math.ceil(Date.now() / 60000) * 60000;
+    const now = Math.ceil(nowMs() / 60000) * 60000;
     return [f, to.getTime() > now ? new Date(now) : to];
   }
 
   function periodBounds() {
-    const now = new Date();
+    const now = new Date(nowMs());
     const day = new Date(now.getFullYear(), now.getMonth(), now.getDate());
     const tomorrow = new Date(day.getTime() + 86400000);
     switch (app.period) {
@@ -395,7 +404,7 @@
     const e = entity(id);
     m.replaceChildren(breadcrumbs(id), el("p", { class: "muted" }, t("loading")));
     const q = periodQuery(id);
-    const now = new Date();
+    const now = new Date(nowMs());
     const tl = `entity=${encodeURIComponent(id)}&from=${encodeURIComponent(iso(new Date(now.getTime() - 86400000)))}&to=${encodeURIComponent(iso(now))}`;
     const kind = e ? e.kind : "";
     const assessKind = kind === "workshop" ? "digital_workshop" : kind === "enterprise" ? "green_factory" : null;
@@ -710,6 +719,7 @@
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new ApiError(r.status, body.error || r.statusText);
     app.session = body;
+    if (body.clock) body.clock.fetched_at = Date.now();
     app.csrf = body.csrf || app.csrf;
     app.entities = (await api("/api/v1/entities")).entities;
     startEvents();

@@ -140,6 +140,7 @@ pub(crate) async fn session(Caller(p): Caller, params: Params) -> ApiResult {
         "kind": p.kind(),
         "role": p.role.as_str(),
         "permissions": permissions,
+        "clock": data_clock(),
     });
     if let Via::Session { csrf, .. } = &p.via {
         out["csrf"] = json!(csrf);
@@ -336,6 +337,17 @@ pub(crate) async fn timeline(State(s): State<AppState>, p: Params) -> ApiResult 
         "truncated": truncated,
         "equipment": rows,
     }))
+}
+
+/// The data clock for the page: `now_ms` and the rate it advances at (1 unless the demo's
+/// simulated clock is still catching up), so "today" and "now" on the page are the data's.
+fn data_clock() -> Value {
+    let now = shopfloor_clock::now();
+    let speed = match shopfloor_clock::simulated() {
+        Some(c) if now < jiff::Timestamp::now() => c.speed(),
+        _ => 1.0,
+    };
+    json!({"now_ms": now.as_millisecond(), "speed": speed})
 }
 
 /// The data's clock (simulated in the demo, else real time), as ingest stamps receptions.
