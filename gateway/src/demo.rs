@@ -13,7 +13,8 @@
 //!   midnight of yesterday and runs N × until it reaches real time, then goes on as real time:
 //!   data never lies in the future, and a whole closed day is there to report and seal;
 //! - simulated time never repeats in one data directory: how far it got is kept in
-//!   `<data-dir>/demo.toml` and a restart goes on from there, so no reading is stored twice;
+//!   `<data-dir>/demo.toml` (while running, [`RESERVE`] ahead, so also after a crash) and a
+//!   restart goes on from there, so no reading is stamped twice;
 //! - a default port that is taken is replaced by a free one (and said so); a port given on the
 //!   command line that is taken is an error;
 //! - Ctrl-C (or SIGTERM) stops the agents first (their last window made durable), then the
@@ -234,7 +235,8 @@ fn save_state(path: &Path, state: &State) -> Result<(), Failure> {
     );
     let text = format!(
         "# Shopfloor demo: simulated time 0 of the plant (a local midnight) and how far simulated\n\
-         # time got; a restart goes on from `reached`, so no reading is made twice.\n{body}"
+         # time got (while the demo runs, a little ahead); a restart goes on from `reached`, so no\n\
+         # reading is stamped twice.\n{body}"
     );
     let tmp = path.with_extension("toml.tmp");
     write(&tmp, &text)?;
@@ -290,6 +292,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let clock = shopfloor_clock::Simulated::new(real, start, args.speed)
         .map_err(|e| Failure::Usage(format!("--speed: {e}")))?;
     shopfloor_clock::install(clock).map_err(|e| Failure::Runtime(e.to_string()))?;
+    state.reached = reserve(clock);
     save_state(&state_path, &state)?;
 
     // Keys first: the registry trusts each agent's public key.
@@ -605,29 +608,46 @@ async fn watch_clock(
     tz: &TimeZone,
 ) {
     tokio::pin!(stop);
-    let mut every = tokio::time::interval(Duration::from_secs(15));
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     every.tick().await;
     let mut caught_up = clock.speed() <= 1.0;
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = every.tick() => {}
         }
-        let now = shopfloor_clock::now();
-        state.reached = now;
+        state.reached = reserve(clock);
         if let Err(Failure::Runtime(e) | Failure::Usage(e)) = save_state(state_path, state) {
             tracing::warn!(error = %e, "demo state not saved");
         }
-        if !caught_up {
-            if now >= Timestamp::now().checked_sub(1.second()).unwrap_or(now) {
-                caught_up = true;
-                println!(
-                    "simulated time has caught up with real time: {}",
-                    local(now, tz)
-                );
-            } else {
-                println!("simulated time {}", local(now, tz));
-            }
+        ticks += 1;
+        if caught_up || ticks % 15 != 0 {
+            continue;
+        }
+        let now = shopfloor_clock::now();
+        if now >= Timestamp::now().checked_sub(1.second()).unwrap_or(now) {
+            caught_up = true;
+            println!(
+                "simulated time has caught up with real time: {}",
+                local(now, tz)
+            );
+        } else {
+            println!("simulated time {}", local(now, tz));
         }
     }
+}
+
+/// While the demo runs, `reached` is kept this far (real time) ahead of the clock, so that a
+/// restart after a crash or SIGKILL starts after anything the agents may have stamped: simulated
+/// time then skips a little (shown as offline time), but never repeats.
+const RESERVE: Duration = Duration::from_secs(10);
+
+/// What the clock will read [`RESERVE`] from now.
+fn reserve(clock: shopfloor_clock::Simulated) -> Timestamp {
+    let later = Timestamp::now()
+        .checked_add(RESERVE)
+        .unwrap_or(Timestamp::MAX);
+    clock.at(later)
 }

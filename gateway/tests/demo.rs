@@ -282,14 +282,52 @@ fn demo_serves_a_park_whose_indicators_recompute() {
     assert!(text.contains("PASS"), "{text}");
     assert!(!text.contains(" 0 sealed days"), "{text}");
 
-    // Again on the same directory: simulated time goes on from where it stopped.
+    // Again on the same directory: simulated time goes on from where it stopped. Then killed
+    // (no clean stop), and a third time: simulated time still never repeats, so the stored
+    // data stays consistent and the auditor's check still passes.
     let mut again = Demo::start(&["--speed", "3000", "--port", "0", "--data-dir", data_arg]);
     let time = again.line("time", Duration::from_secs(120));
     assert!(time.contains("simulated ×3000"), "{time}");
     again.line("Ctrl-C stops.", Duration::from_secs(10));
-    let (status, _) = again.interrupt();
-    assert!(status.success());
+    std::thread::sleep(Duration::from_secs(5));
     assert!(reached(&data).unwrap() >= stopped_at);
+    again.child.kill().unwrap();
+    again.child.wait().unwrap();
+    drop(again);
+    let mut third = Demo::start(&["--speed", "3000", "--port", "0", "--data-dir", data_arg]);
+    let url = value_after(
+        &third.line("dashboard", Duration::from_secs(120)),
+        "dashboard",
+    );
+    let token = value_after(
+        &third.line("API token", Duration::from_secs(5)),
+        "API token",
+    );
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    let minute = Timestamp::from_second(Timestamp::now().as_second() / 60 * 60).unwrap();
+    let q = format!("entity=p1&from={}&to={}", rfc(today, &tz), rfc(minute, &tz));
+    let v = get_json(addr, &format!("/api/v1/indicators?{q}"), &token);
+    assert!(
+        v["indicators"]["availability"]["value"].as_f64().is_some(),
+        "{v}"
+    );
+    let (status, _) = third.interrupt();
+    assert!(status.success());
+    let out = Command::new(BIN)
+        .args(["verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify after a kill and a restart: {text}"
+    );
 }
 
 /// A port given on the command line that is taken is an error naming the option; nothing is
