@@ -623,7 +623,7 @@ async fn watch_clock(
             tracing::warn!(error = %e, "demo state not saved");
         }
         ticks += 1;
-        if caught_up || ticks % 15 != 0 {
+        if caught_up || !ticks.is_multiple_of(15) {
             continue;
         }
         let now = shopfloor_clock::now();
