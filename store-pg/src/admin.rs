@@ -283,7 +283,7 @@ pub(crate) async fn inputs_current(
         "SELECT DISTINCT ON (entity, from_ms, to_ms)
                 entity, from_ms, to_ms, version, doc, at, actor, source
          FROM inputs
-         WHERE (entity = $1 OR (entity >= $2 AND entity < $3)) AND from_ms < $5 AND to_ms > $4
+         WHERE entity >= $1 AND entity < $3 AND (entity = $1 OR entity >= $2) AND from_ms < $5 AND to_ms > $4
          ORDER BY entity, from_ms, to_ms, version DESC",
         p,
         lo,

@@ -20,8 +20,11 @@
 //! - No `CHECK` constraints on ingested data (the gateway validates batches; a failing
 //!   constraint would abort the whole call and every redelivery of it).
 //! - Device and entity path columns use `COLLATE "C"`: byte order, so the [`DeviceFilter`] prefix
-//!   test `device = p OR (device >= p || '/' AND device < p || '0')` is a btree range scan and
-//!   sorts the same on every server whatever its locale.
+//!   test is written as one range, `device >= p AND device < p || '0'`, which an index can scan,
+//!   plus the exact test `(device = p OR device >= p || '/')` as a filter on it (a bare `OR` of
+//!   the two was planned as a sequential scan of the whole table), and sorts the same on every
+//!   server whatever its locale. Roll-up reads also have `(gran, bucket, device)` indexes, so a
+//!   park's period is one range scan per table.
 //! - Roll-up rows are keyed by `(device, [role,] gran, bucket)` and only ever replaced, whole, by
 //!   [`Store::apply_rollups`]; if one update names the same key twice, the last row wins.
 //! - JSON documents (registry, audit, inputs) are stored as the exact JSON text the gateway

@@ -392,7 +392,7 @@ pub(crate) async fn state_buckets(
     let rows = sqlx::query!(
         "SELECT device, bucket, producing, setup, delay, idle, planned_down, offline
          FROM rollup_states
-         WHERE (device = $1 OR (device >= $2 AND device < $3))
+         WHERE device >= $1 AND device < $3 AND (device = $1 OR device >= $2)
            AND gran = $4 AND bucket >= $5 AND bucket < $6
          ORDER BY device, bucket",
         p,
@@ -432,7 +432,7 @@ pub(crate) async fn counter_buckets(
     let rows = sqlx::query!(
         "SELECT device, role, bucket, delta, first_t, last_t, readings, wraps, resets
          FROM rollup_counters
-         WHERE (device = $1 OR (device >= $2 AND device < $3))
+         WHERE device >= $1 AND device < $3 AND (device = $1 OR device >= $2)
            AND gran = $4 AND bucket >= $5 AND bucket < $6
          ORDER BY device, bucket, role",
         p,
@@ -472,7 +472,7 @@ pub(crate) async fn activity_buckets(
     let (p, lo, hi) = filter_bounds(filter);
     let rows = sqlx::query!(
         "SELECT device, bucket, samples, points FROM rollup_activity
-         WHERE (device = $1 OR (device >= $2 AND device < $3))
+         WHERE device >= $1 AND device < $3 AND (device = $1 OR device >= $2)
            AND gran = $4 AND bucket >= $5 AND bucket < $6
          ORDER BY device, bucket",
         p,
@@ -506,7 +506,7 @@ pub(crate) async fn last_readings_before(
     let (p, lo, hi) = filter_bounds(filter);
     let rows = sqlx::query!(
         r#"SELECT device, role, max(last_t) AS "last_t!" FROM rollup_counters
-           WHERE (device = $1 OR (device >= $2 AND device < $3))
+           WHERE device >= $1 AND device < $3 AND (device = $1 OR device >= $2)
              AND gran = $4 AND bucket >= $5 AND bucket < $6
            GROUP BY device, role
            ORDER BY device, role"#,

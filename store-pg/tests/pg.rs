@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use shopfloor_store::*;
@@ -16,7 +17,10 @@ fn server_url(test: &str) -> Option<String> {
     match std::env::var("SHOPFLOOR_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("skipped: {test} needs SHOPFLOOR_TEST_POSTGRES_URL");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test} needs SHOPFLOOR_TEST_POSTGRES_URL"
+            );
             None
         }
     }
