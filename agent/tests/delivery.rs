@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -209,7 +210,10 @@ async fn mosquitto_restart_loses_nothing() {
             !mosquitto_required(),
             "SHOPFLOOR_TEST_MQTT_URL is set (CI) but no mosquitto binary was found"
         );
-        eprintln!("SKIPPED mosquitto_restart_loses_nothing: no mosquitto binary on this machine");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED mosquitto_restart_loses_nothing: no mosquitto binary on this machine"
+        );
         return;
     };
     let plant = start_plant().await;
@@ -247,7 +251,8 @@ async fn mosquitto_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_outage_loses_nothing() {
     let Some(url) = std::env::var("SHOPFLOOR_TEST_MQTT_URL").ok() else {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED mosquitto_outage_loses_nothing: set SHOPFLOOR_TEST_MQTT_URL (e.g. mqtt://127.0.0.1:1883) to run it against Mosquitto"
         );
         return;

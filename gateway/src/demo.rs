@@ -587,10 +587,34 @@ fn summary(s: &Summary<'_>) {
         s.password
     );
     let _ = writeln!(out, "  API token  {} (admin)", s.token);
+    // The park's indicators: yesterday (whole once simulated) with --speed, else today so far.
+    let day = s
+        .clock
+        .start()
+        .to_zoned(s.tz.clone())
+        .date()
+        .to_zoned(s.tz.clone())
+        .map(|z| z.timestamp());
+    let period = day.ok().and_then(|from| {
+        let to = if s.clock.speed() > 1.0 {
+            from.checked_add(24.hours()).ok()?
+        } else {
+            Timestamp::from_second(Timestamp::now().as_second() / 60 * 60).ok()?
+        };
+        let q = |t: Timestamp| {
+            t.to_zoned(s.tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+                .replace('+', "%2B")
+        };
+        Some(format!("&from={}&to={}", q(from), q(to)))
+    });
     let _ = writeln!(
         out,
-        "  try        curl -H 'Authorization: Bearer {}' 'http://{}/api/v1/indicators?entity=p1'",
-        s.token, s.http
+        "  try        curl -H 'Authorization: Bearer {}' 'http://{}/api/v1/indicators?entity=p1{}'",
+        s.token,
+        s.http,
+        period.unwrap_or_default()
     );
     let _ = writeln!(out, "  metrics    http://{}/metrics", s.http);
     let _ = writeln!(out);

@@ -139,6 +139,16 @@ fn demo_serves_a_park_whose_indicators_recompute() {
         .trim_end_matches('/')
         .parse()
         .unwrap();
+    // The printed example request works as printed.
+    let try_line = demo.line("try ", Duration::from_secs(5));
+    let example = try_line
+        .split('\'')
+        .find(|p| p.starts_with("http://"))
+        .unwrap()
+        .trim_start_matches(&format!("http://{addr}"))
+        .to_owned();
+    let v = get_json(addr, &example, &token);
+    assert_eq!(v["entity"], "p1", "{v}");
     // The dashboard page answers.
     let (status, page) = common::http(addr, "GET", "/", None, b"");
     assert_eq!(status, 200);

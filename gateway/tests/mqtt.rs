@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +49,10 @@ fn external_broker(test: &str) -> Option<String> {
     match std::env::var("SHOPFLOOR_TEST_MQTT_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
-            eprintln!("skipped: {test} needs SHOPFLOOR_TEST_MQTT_URL");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test} needs SHOPFLOOR_TEST_MQTT_URL"
+            );
             None
         }
     }

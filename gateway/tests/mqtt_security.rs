@@ -1036,7 +1036,11 @@ async fn shipped_mosquitto_configuration_enforces_the_acl() {
             !ci,
             "{test} needs /usr/sbin/mosquitto and mosquitto_passwd in CI"
         );
-        eprintln!("skipped: {test} needs /usr/sbin/mosquitto and mosquitto_passwd");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test} needs /usr/sbin/mosquitto and mosquitto_passwd"
+        );
         return;
     };
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto");

@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -37,7 +38,7 @@ fn have(tool: &str, arg: &str, test: &str) -> bool {
     let ok = Command::new(tool).arg(arg).output().is_ok();
     if !ok {
         assert!(!in_ci(), "{test} needs {tool} in CI");
-        eprintln!("skipped: {test} needs {tool}");
+        let _ = writeln!(std::io::stderr(), "skipped: {test} needs {tool}");
     }
     ok
 }
@@ -90,7 +91,10 @@ fn available() -> bool {
             std::env::var("CI").is_err(),
             "{ANALYZE} is required in CI (apt-get install systemd)"
         );
-        eprintln!("skipped: the systemd unit checks need {ANALYZE}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the systemd unit checks need {ANALYZE}"
+        );
     }
     ok
 }

@@ -46,7 +46,10 @@ impl TestStore {
     /// A scratch database, or `None` (with the skip notice) without SHOPFLOOR_TEST_POSTGRES_URL.
     pub async fn postgres(test: &str) -> Option<TestStore> {
         let Ok(server) = std::env::var("SHOPFLOOR_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: {test} needs SHOPFLOOR_TEST_POSTGRES_URL");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test} needs SHOPFLOOR_TEST_POSTGRES_URL"
+            );
             return None;
         };
         let scratch = shopfloor_store_pg::scratch::ScratchDb::create(&server, "sf_gw")
@@ -68,7 +71,10 @@ impl TestStore {
 /// The shared Mosquitto's port, or `None` (with the skip notice) without SHOPFLOOR_TEST_MQTT_URL.
 pub fn mosquitto(test: &str) -> Option<u16> {
     let Ok(url) = std::env::var("SHOPFLOOR_TEST_MQTT_URL") else {
-        eprintln!("skipped: {test} needs SHOPFLOOR_TEST_MQTT_URL");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test} needs SHOPFLOOR_TEST_MQTT_URL"
+        );
         return None;
     };
     let port = url
