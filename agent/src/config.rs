@@ -361,7 +361,18 @@ pub fn load(path: &Path) -> Result<AgentConfig, ConfigErrors> {
             return Err(ConfigErrors(errs.list));
         }
     };
-    let cfg = parse_and_build(path, &text, &mut errs);
+    parse_str(path, &text)
+}
+
+/// [`load`] on `text` given as the contents of `path` (which is not read). Everything else is
+/// as in [`load`]: files the configuration names (`agent.templates_dir`, password and TLS
+/// files) are read relative to `path`'s directory, and Modbus TCP host names are resolved.
+pub fn parse_str(path: &Path, text: &str) -> Result<AgentConfig, ConfigErrors> {
+    let mut errs = Errs {
+        file: path.to_path_buf(),
+        list: Vec::new(),
+    };
+    let cfg = parse_and_build(path, text, &mut errs);
     match cfg {
         Some(c) if errs.list.is_empty() => Ok(c),
         _ => Err(ConfigErrors(errs.list)),

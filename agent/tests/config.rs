@@ -1011,3 +1011,25 @@ fn check_command_exit_codes() {
         "{stderr}"
     );
 }
+
+// ---- parse_str (the fuzz target's entry point)
+
+#[test]
+fn parse_str_is_load_without_reading_the_file() {
+    let example = example_path();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let loaded = config::load(&example).unwrap();
+    let parsed = config::parse_str(&example, &text).unwrap();
+    assert_eq!(format!("{parsed:?}"), format!("{loaded:?}"));
+
+    let broken = base_with("unit = 1", "unit = 300");
+    let c = write(&broken);
+    let from_text = config::parse_str(&c.path, &broken).unwrap_err();
+    assert_eq!(from_text, config::load(&c.path).unwrap_err());
+    assert_eq!(from_text[0].path, "device[0].unit");
+    // The path is not read: text given for a file that does not exist.
+    let nowhere = c.dir.path().join("missing.toml");
+    let from_text = config::parse_str(&nowhere, &broken).unwrap_err();
+    assert_eq!(from_text[0].file, nowhere);
+    assert_eq!(from_text[0].path, "device[0].unit");
+}
