@@ -588,13 +588,7 @@ fn summary(s: &Summary<'_>) {
     );
     let _ = writeln!(out, "  API token  {} (admin)", s.token);
     // The park's indicators: yesterday (whole once simulated) with --speed, else today so far.
-    let day = s
-        .clock
-        .start()
-        .to_zoned(s.tz.clone())
-        .date()
-        .to_zoned(s.tz.clone())
-        .map(|z| z.timestamp());
+    let day = midnight(s.clock.start(), s.tz, 0);
     let period = day.ok().and_then(|from| {
         let to = if s.clock.speed() > 1.0 {
             from.checked_add(24.hours()).ok()?

@@ -76,6 +76,21 @@ impl Demo {
         }
     }
 
+    /// Waits for the summary; returns the HTTP address and the printed API token.
+    fn serving(&mut self) -> (SocketAddr, String) {
+        let url = value_after(
+            &self.line("dashboard", Duration::from_secs(120)),
+            "dashboard",
+        );
+        let token = value_after(&self.line("API token", Duration::from_secs(5)), "API token");
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        (addr, token)
+    }
+
     /// Ctrl-C, then the exit status and the rest of the output.
     fn interrupt(&mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
@@ -100,6 +115,18 @@ fn value_after(line: &str, key: &str) -> String {
     line.split_once(key)
         .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_owned())
         .unwrap_or_else(|| panic!("{key:?} not in {line:?}"))
+}
+
+/// `shopfloor-gateway verify` on the demo's configuration: asserts exit 0, returns the report.
+fn verify(config: &Path, when: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["verify", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "verify {when}: {text}");
+    text
 }
 
 fn rfc(t: Timestamp, tz: &TimeZone) -> String {
@@ -129,16 +156,7 @@ fn demo_serves_a_park_whose_indicators_recompute() {
     let data_arg = data.to_str().unwrap();
     let t0 = Instant::now();
     let mut demo = Demo::start(&["--speed", "3000", "--port", "0", "--data-dir", data_arg]);
-    let url = value_after(
-        &demo.line("dashboard", Duration::from_secs(120)),
-        "dashboard",
-    );
-    let token = value_after(&demo.line("API token", Duration::from_secs(5)), "API token");
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let (addr, token) = demo.serving();
     // The printed example request works as printed.
     let try_line = demo.line("try ", Duration::from_secs(5));
     let example = try_line
@@ -282,13 +300,7 @@ fn demo_serves_a_park_whose_indicators_recompute() {
 
     // The auditor's check of everything stored and sealed.
     let config = data.join("config/gateway.toml");
-    let out = Command::new(BIN)
-        .args(["verify", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify: {text}");
+    let text = verify(&config, "after Ctrl-C");
     assert!(text.contains("PASS"), "{text}");
     assert!(!text.contains(" 0 sealed days"), "{text}");
 
@@ -305,19 +317,7 @@ fn demo_serves_a_park_whose_indicators_recompute() {
     again.child.wait().unwrap();
     drop(again);
     let mut third = Demo::start(&["--speed", "3000", "--port", "0", "--data-dir", data_arg]);
-    let url = value_after(
-        &third.line("dashboard", Duration::from_secs(120)),
-        "dashboard",
-    );
-    let token = value_after(
-        &third.line("API token", Duration::from_secs(5)),
-        "API token",
-    );
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let (addr, token) = third.serving();
     std::thread::sleep(Duration::from_secs(10));
     let minute = Timestamp::from_second(Timestamp::now().as_second() / 60 * 60).unwrap();
     let q = format!("entity=p1&from={}&to={}", rfc(today, &tz), rfc(minute, &tz));
@@ -328,16 +328,7 @@ fn demo_serves_a_park_whose_indicators_recompute() {
     );
     let (status, _) = third.interrupt();
     assert!(status.success());
-    let out = Command::new(BIN)
-        .args(["verify", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "verify after a kill and a restart: {text}"
-    );
+    verify(&config, "after a kill and a restart");
 }
 
 /// A port given on the command line that is taken is an error naming the option; nothing is
