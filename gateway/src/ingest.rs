@@ -7,7 +7,8 @@
 //! - [`check`]: pure verification and decoding of one payload into a [`NewBatch`] or a
 //!   [`QuarantineRow`] with a stable reason code ([`REASONS`]);
 //! - [`run`]: the ingest loop: groups deliveries, commits the good ones with one
-//!   `Store::ingest` call and the bad ones with `Store::quarantine`, then acknowledges.
+//!   `Store::ingest` call and the bad ones with `Store::quarantine`, then acknowledges; the
+//!   next group is checked while the previous one commits.
 //!
 //! Invariants:
 //! - nothing is acknowledged before the transaction(s) holding it committed: stored batches,
@@ -809,50 +810,78 @@ pub async fn run_with<S: IngestStore>(
     let wait = Duration::from_millis(cfg.commit_wait_ms);
     let prefix: Arc<str> = Arc::from(prefix);
     let cfg = Arc::new(cfg);
-    loop {
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut group = vec![first];
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut closed = false;
-        while group.len() < max {
-            match rx.try_recv() {
-                Ok(d) => {
-                    group.push(d);
-                    continue;
+    // Two stages: the next group is collected and checked (CPU: parsing, signatures) while the
+    // store commits the previous one (I/O). One checked group waits at most; groups are
+    // committed and acknowledged in the order they were received.
+    let (checked_tx, mut checked_rx) = mpsc::channel::<Checked>(1);
+    let collect_and_check = {
+        let metrics = metrics.clone();
+        async move {
+            loop {
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut group = vec![first];
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut closed = false;
+                while group.len() < max {
+                    match rx.try_recv() {
+                        Ok(d) => {
+                            group.push(d);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(d)) => group.push(d),
+                        Ok(None) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
+                if let Some(checked) = check_group(&trust, &metrics, &cfg, &prefix, group).await
+                    && checked_tx.send(checked).await.is_err()
+                {
+                    return;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(d)) => group.push(d),
-                Ok(None) => {
-                    closed = true;
-                    break;
+                if closed {
+                    return;
                 }
-                Err(_) => break,
             }
         }
-        process_group(store, &trust, &metrics, &cfg, &prefix, group).await;
-        if closed {
-            return;
+    };
+    let commit = async {
+        while let Some(checked) = checked_rx.recv().await {
+            commit_group(store, &metrics, checked).await;
         }
-    }
+    };
+    tokio::join!(collect_and_check, commit);
 }
 
-/// Checks, commits (retrying until it succeeds) and acknowledges one group.
-async fn process_group<S: IngestStore>(
-    store: &S,
+/// A group of deliveries after [`check`]: what to store, what to quarantine, what to
+/// acknowledge once both are committed.
+struct Checked {
+    acks: Vec<Ack>,
+    batches: Vec<NewBatch>,
+    topics: Vec<String>,
+    quarantine: Vec<QuarantineRow>,
+}
+
+/// Checks one group off the async workers. `None` if checking failed (the group is then left
+/// unacknowledged: the broker redelivers after a reconnect).
+async fn check_group(
     trust: &Arc<Trust>,
     metrics: &Metrics,
     cfg: &Arc<IngestSection>,
     prefix: &Arc<str>,
     group: Vec<Delivery>,
-) {
+) -> Option<Checked> {
     let mut acks = Vec::with_capacity(group.len());
     let mut inputs = Vec::with_capacity(group.len());
     for d in group {
@@ -878,23 +907,35 @@ async fn process_group<S: IngestStore>(
             // redelivers after a reconnect) rather than lose or invent anything.
             tracing::error!(error = %e, "ingest: checking a group of deliveries failed; not acknowledged");
             metrics.commit_failure();
-            return;
+            return None;
         }
     };
-
-    let mut batches = Vec::new();
-    let mut topics = Vec::new();
-    let mut quarantine = Vec::new();
+    let mut out = Checked {
+        acks,
+        batches: Vec::new(),
+        topics: Vec::new(),
+        quarantine: Vec::new(),
+    };
     for (topic, r) in checked {
         match r {
             Ok(b) => {
-                batches.push(b);
-                topics.push(topic);
+                out.batches.push(b);
+                out.topics.push(topic);
             }
-            Err(q) => quarantine.push(q),
+            Err(q) => out.quarantine.push(q),
         }
     }
+    Some(out)
+}
 
+/// Commits one checked group (retrying until it succeeds), then acknowledges it.
+async fn commit_group<S: IngestStore>(store: &S, metrics: &Metrics, group: Checked) {
+    let Checked {
+        acks,
+        batches,
+        topics,
+        mut quarantine,
+    } = group;
     let mut outcomes = Vec::new();
     if !batches.is_empty() {
         let (o, seconds) = retry(metrics, "ingest", || store.commit_batches(&batches)).await;
