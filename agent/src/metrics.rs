@@ -69,6 +69,9 @@ pub struct Metrics {
     pub outbox_dropped_samples: Counter,
     pub outbox_dropped_batches: Counter,
     pub outbox_write_errors: Counter,
+    pub memory_batches: Gauge,
+    pub memory_dropped_samples: Counter,
+    pub memory_dropped_batches: Counter,
     pub batches_rejected: Counter,
     pub batches_cut: Counter,
     pub batches_sealed: Counter,
@@ -107,6 +110,9 @@ impl Metrics {
             outbox_dropped_samples: Counter::default(),
             outbox_dropped_batches: Counter::default(),
             outbox_write_errors: Counter::default(),
+            memory_batches: Gauge::default(),
+            memory_dropped_samples: Counter::default(),
+            memory_dropped_batches: Counter::default(),
             batches_rejected: Counter::default(),
             batches_cut: Counter::default(),
             batches_sealed: Counter::default(),
@@ -194,6 +200,21 @@ impl Metrics {
             "outbox_write_errors",
             "Failed writes to the outbox (data kept in memory and retried)",
             m.outbox_write_errors.clone(),
+        );
+        r.register(
+            "memory_batches",
+            "Batches held in memory because the outbox could not be written (disk full, I/O error)",
+            m.memory_batches.clone(),
+        );
+        r.register(
+            "memory_dropped_samples",
+            "Raw samples dropped from batches held in memory, to stay within their memory bound",
+            m.memory_dropped_samples.clone(),
+        );
+        r.register(
+            "memory_dropped_batches",
+            "Whole batches held in memory dropped as a last resort to stay within their memory bound",
+            m.memory_dropped_batches.clone(),
         );
         r.register("batches_cut", "Batch windows cut", m.batches_cut.clone());
         r.register(

@@ -49,7 +49,10 @@
 //! The file is opened with one connection (one writer), `journal_mode=WAL`, `busy_timeout`
 //! 5 s, `synchronous=FULL` or `NORMAL` per [`Fsync`]. `bytes` counts batch data only; SQLite's
 //! pages, indexes and WAL (up to about 4 MiB between checkpoints) come on top, and freed pages
-//! are reused, not returned to the file system.
+//! are reused, not returned to the file system. A connection left inside a transaction by a
+//! failed write (a full disk: SQLite rolls back on its own, sqlx's ROLLBACK then fails) is
+//! closed when it returns to the pool and replaced, so the outbox works again as soon as there
+//! is space (`gateway/tests/faults.rs`, `agent_disk_full`).
 
 use std::fmt;
 use std::io::{self, Read as _};
@@ -64,7 +67,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr as _, Sqlite, Transaction};
+use sqlx::{Connection as _, SqlSafeStr as _, Sqlite, Transaction};
 
 use shopfloor_core::batch::{self, BatchError, Contents, Millis, Sealed};
 
@@ -272,6 +275,15 @@ impl Outbox {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            // When a write fails on a full disk (or an I/O error), SQLite may roll the
+            // transaction back on its own; sqlx's ROLLBACK then fails and would leave the
+            // connection marked as inside a transaction for good, refusing every later
+            // `BEGIN IMMEDIATE` until a restart. Such a connection is closed when it comes
+            // back to the pool, and the next call opens a fresh one.
+            .after_release(|conn, _| {
+                let healthy = !conn.is_in_transaction();
+                Box::pin(async move { Ok(healthy) })
+            })
             .connect_with(opts)
             .await
             .map_err(|e| OutboxError::Open {

@@ -405,7 +405,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let reload_task = spawn_reload_watch(cfg.file.clone(), reload_tx);
 
     let mut cfg = cfg;
-    let mut unpushed: VecDeque<Contents> = VecDeque::new();
+    let mut unpushed: Unpushed = VecDeque::new();
     let mut cut_timer = tokio::time::interval(cfg.batch.interval);
     cut_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cut_timer.tick().await;
@@ -482,7 +482,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             if let Some(c) = pipeline.cut(now) {
                 metrics.batches_cut.inc();
                 feed_live(&mut live, &c);
-                unpushed.push_back(c);
+                unpushed.push_back((c, None));
             }
             for (id, open) in pipeline.open_states() {
                 live.set_open_state(&id, open);
@@ -503,7 +503,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         pipeline.handle(&ev, shopfloor_clock::now());
     }
     if let Some(c) = pipeline.cut(shopfloor_clock::now()) {
-        unpushed.push_back(c);
+        unpushed.push_back((c, None));
     }
     if let Some(e) = push_all(&outbox, &mut unpushed, &metrics).await {
         tracing::error!(error = %e, lost = unpushed.len(), "outbox: the last batches could not be stored");
@@ -516,14 +516,22 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     Ok(())
 }
 
-/// Pushes buffered contents in order; on failure keeps them for the next attempt and returns
-/// the error.
-async fn push_all(
-    outbox: &Outbox,
-    unpushed: &mut VecDeque<Contents>,
-    metrics: &Metrics,
-) -> Option<String> {
-    while let Some(c) = unpushed.front() {
+/// Bound of the batches held in memory while the outbox cannot be written (disk full, I/O
+/// errors), in bytes of their JSON encoding (what the outbox would store). Beyond it the
+/// outbox's budget policy applies to them: the raw samples of the oldest batch that still has
+/// some are dropped first, then, as a last resort, the oldest batches; both are counted
+/// (`memory_dropped_samples`, `memory_dropped_batches`).
+const MEMORY_BUDGET_BYTES: u64 = 16 << 20;
+
+/// Contents cut but not yet stored in the outbox, oldest first, with their encoded size once
+/// it was needed (only while the outbox fails).
+type Unpushed = VecDeque<(Contents, Option<u64>)>;
+
+/// Pushes buffered contents in order; on failure keeps them for the next attempt (within
+/// [`MEMORY_BUDGET_BYTES`]) and returns the error.
+async fn push_all(outbox: &Outbox, unpushed: &mut Unpushed, metrics: &Metrics) -> Option<String> {
+    let mut error = None;
+    while let Some((c, _)) = unpushed.front() {
         match outbox.push(c).await {
             Ok(_) => {
                 unpushed.pop_front();
@@ -538,12 +546,72 @@ async fn push_all(
             }
             Err(e) => {
                 metrics.outbox_write_errors.inc();
+                let (samples, batches) = bound_memory(unpushed, MEMORY_BUDGET_BYTES);
+                metrics.memory_dropped_samples.inc_by(samples);
+                metrics.memory_dropped_batches.inc_by(batches);
+                if samples > 0 || batches > 0 {
+                    tracing::error!(
+                        samples,
+                        batches,
+                        "batches waiting in memory reached their bound; oldest raw samples, then oldest batches dropped"
+                    );
+                }
                 tracing::error!(error = %e, buffered = unpushed.len(), "outbox write failed; keeping the batch in memory");
-                return Some(e.to_string());
+                error = Some(e.to_string());
+                break;
             }
         }
     }
-    None
+    metrics
+        .memory_batches
+        .set(i64::try_from(unpushed.len()).unwrap_or(i64::MAX));
+    error
+}
+
+/// Keeps the buffered contents within `budget` bytes of JSON as the outbox's budget policy
+/// does on disk: strip the raw samples of the oldest contents that still have some (summaries,
+/// states, counters and links stay, `dropped.samples` records it), then drop the oldest
+/// contents. Returns (raw samples dropped, batches dropped).
+fn bound_memory(unpushed: &mut Unpushed, budget: u64) -> (u64, u64) {
+    let mut total: u64 = unpushed
+        .iter_mut()
+        .map(|(c, n)| *n.get_or_insert_with(|| encoded_len(c)))
+        .sum();
+    let (mut samples, mut batches) = (0u64, 0u64);
+    while total > budget {
+        if let Some((c, n)) = unpushed.iter_mut().find(|(c, _)| c.sample_count() > 0) {
+            samples += c.strip_samples();
+            let new = encoded_len(c);
+            total = total.saturating_sub(n.unwrap_or(0)) + new;
+            *n = Some(new);
+            continue;
+        }
+        let Some((c, n)) = unpushed.pop_front() else {
+            break;
+        };
+        samples += c.sample_count();
+        total = total.saturating_sub(n.unwrap_or(0));
+        batches += 1;
+    }
+    (samples, batches)
+}
+
+/// Bytes of the JSON encoding of `c`, without building it.
+fn encoded_len(c: &Contents) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Contents always encode (the outbox stores the same encoding).
+    let _ = serde_json::to_writer(&mut n, c);
+    n.0
 }
 
 fn publish_live(live: &Live, metrics: &Metrics, now_ms: i64) {
@@ -625,4 +693,52 @@ fn reload(
         .get_or_create(&label("applied"))
         .inc();
     *cfg = new;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(i: i64, samples: usize) -> Contents {
+        let s: Vec<serde_json::Value> = (0..samples)
+            .map(|k| serde_json::json!({"t": i * 1000 + k as i64, "v": 1.5}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "from": i * 1000, "to": i * 1000 + 1000,
+            "devices": [{"id": "p1/e1/w1/m-01", "template": "eastron-sdm630",
+                         "samples": [{"point": "power_total_w", "samples": s}],
+                         "counters": [{"role": "electricity", "point": "energy_import_kwh",
+                                       "readings": [{"t": i * 1000 + 1000, "v": 1.0}]}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn memory_bound_strips_oldest_samples_first_then_drops_oldest_batches() {
+        let mut q: Unpushed = (0..10).map(|i| (contents(i, 100), None)).collect();
+        let len = |i: i64| encoded_len(&contents(i, 100));
+        let stripped = |i: i64| {
+            let mut c = contents(i, 100);
+            c.strip_samples();
+            encoded_len(&c)
+        };
+        let full: u64 = (0..10).map(len).sum();
+        // Within the bound: nothing changes.
+        assert_eq!(bound_memory(&mut q, full), (0, 0));
+        // Room for all but the raw samples of the two oldest: exactly those go.
+        let budget = full - len(0) - len(1) + stripped(0) + stripped(1);
+        assert_eq!(bound_memory(&mut q, budget), (200, 0));
+        assert_eq!(q.len(), 10);
+        assert_eq!(q[0].0.sample_count(), 0);
+        assert_eq!(q[1].0.sample_count(), 0);
+        assert_eq!(q[2].0.sample_count(), 100);
+        assert_eq!(q[0].0.devices[0].dropped.map(|d| d.samples), Some(100));
+        // Room for the three newest without samples: every sample goes, then the oldest
+        // batches; meter readings stay in what is kept.
+        let budget = stripped(7) + stripped(8) + stripped(9);
+        assert_eq!(bound_memory(&mut q, budget), (800, 7));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[0].0.from, 7000, "the newest batches are kept");
+        assert!(q.iter().all(|(c, _)| !c.devices[0].counters.is_empty()));
+    }
 }
