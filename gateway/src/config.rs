@@ -77,7 +77,11 @@ pub struct MqttSection {
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
     /// Shared-subscription group: replicas in one group split the batches
-    /// (`$share/<group>/<prefix>/+/batch`). Empty: a plain subscription (one gateway).
+    /// (`$share/<group>/<prefix>/+/batch`). Empty (the default): a plain subscription, which
+    /// a broker keeps in the gateway's persistent session across its own restarts. Mosquitto
+    /// does not restore shared subscriptions after a restart: batches published before the
+    /// gateway subscribes again are acknowledged to the agents and reach nobody (measured by
+    /// the fault suite, docs/BENCHMARKS.md).
     #[serde(default = "default_group")]
     pub shared_group: String,
     #[serde(default)]
@@ -157,7 +161,7 @@ fn default_prefix() -> String {
     DEFAULT_TOPIC_PREFIX.into()
 }
 fn default_group() -> String {
-    "shopfloor".into()
+    String::new()
 }
 fn default_keep_alive() -> u64 {
     30
