@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Acquisition throughput and agent CPU against the simulator (a separate `shopfloor-sim`
 //! process, so that its CPU is not charged to the agent): 100 devices × 200 non-contiguous
 //! tags over Modbus TCP, one connection per device.
@@ -10,12 +9,10 @@
 //! Figures: tags read per second, agent CPU ms per 1,000 tags (utime + stime of this process
 //! from /proc/self/stat), and the ratios planned / baseline. Linux only (reads /proc).
 //!
-//! Run: `cargo bench -p shopfloor-sim --bench acquisition` (SHOPFLOOR_BENCH_SECS to change the
-//! 5 s measuring window).
+//! Run: `shopfloor-bench acquisition-modbus` (SHOPFLOOR_BENCH_SECS to change the 5 s
+//! measuring window).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,17 +22,20 @@ use shopfloor_devices::plan;
 use shopfloor_devices::{Overrides, Template};
 use tokio::sync::{mpsc, watch};
 
-mod common;
-use common::cpu_seconds;
+use crate::Ctx;
+use crate::util::{Figure, cores, cpu_seconds, runtime, start_sim, tempdir, window_secs, write};
 
+const SCENARIO: &str = "acquisition-modbus";
 const DEVICES: usize = 100;
-const TAGS: usize = 200;
+const QUICK_DEVICES: usize = 10;
+pub(crate) const TAGS: usize = 200;
 
-fn template() -> String {
-    let mut t = String::from(
-        "id = \"bench-200\"\nname = \"bench\"\nname_zh = \"基准\"\nkind = \"test\"\nprotocol = \"modbus\"\n[modbus]\nmax_gap = 8\n",
+/// The 200-tag device: f32 tags 5 registers apart (2 registers of value, a hole of 3).
+/// Also the device of the `agent-rate` scenario.
+pub(crate) fn template(id: &str) -> String {
+    let mut t = format!(
+        "id = \"{id}\"\nname = \"bench\"\nname_zh = \"基准\"\nkind = \"test\"\nprotocol = \"modbus\"\n[modbus]\nmax_gap = 8\n"
     );
-    // f32 tags 5 registers apart: 2 registers of value, a hole of 3.
     for i in 0..TAGS {
         t += &format!(
             "[[point]]\nname = \"t{i:03}\"\ntable = \"holding\"\naddress = {}\ntype = \"f32\"\n",
@@ -45,10 +45,10 @@ fn template() -> String {
     t
 }
 
-fn scenario() -> String {
+fn scenario(devices: usize) -> String {
     let mut s =
         String::from("name = \"bench\"\ntemplates = [\"bench-200.toml\"]\ntick_ms = 1000\n");
-    for d in 0..DEVICES {
+    for d in 0..devices {
         s += &format!("[[modbus_tcp]]\nname = \"s{d:03}\"\nlisten = \"127.0.0.1:0\"\n");
         s += &format!(
             "[[device]]\nname = \"d{d:03}\"\ntemplate = \"bench-200\"\nserver = \"s{d:03}\"\nholes = \"zero\"\n"
@@ -72,14 +72,14 @@ async fn run(
     max_gap: u16,
     secs: f64,
     sim_pid: &str,
-) -> Figures {
+) -> Result<Figures, String> {
     let overrides = Overrides {
         max_gap: Some(max_gap),
         ..Overrides::default()
     };
     let device = t
         .resolve_modbus(&overrides)
-        .expect("bench template resolves");
+        .map_err(|e| format!("bench template: {e}"))?;
     let requests_per_cycle =
         plan::plan(&device.points, &device.limits, &plan::Learned::default()).len();
     let (tx, mut rx) = mpsc::channel(65_536);
@@ -127,89 +127,79 @@ async fn run(
         let _ = t.await;
     }
     let per_k = |cpu: f64| cpu * 1000.0 / (tags.max(1) as f64) * 1000.0;
-    Figures {
+    Ok(Figures {
         requests_per_cycle,
         tags_per_s: tags as f64 / elapsed,
         requests_per_s: requests as f64 / elapsed,
         cpu_ms_per_1000_tags: per_k(cpu1 - cpu0),
         sim_cpu_ms_per_1000_tags: per_k(sim1 - sim0),
-    }
+    })
 }
 
-fn main() {
-    let secs: f64 = std::env::var("SHOPFLOOR_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let dir = std::env::temp_dir().join(format!("shopfloor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("bench-200.toml"), template()).expect("write template");
-    std::fs::write(dir.join("bench.toml"), scenario()).expect("write scenario");
-    let t = Template::parse(&template()).expect("bench template parses");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shopfloor-sim"))
-        .arg("--scenario")
-        .arg(dir.join("bench.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shopfloor-sim");
-    let sim_pid = child.id().to_string();
-    let mut addrs = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-            if line.trim_start().starts_with("modbus-tcp")
-                && let Some(a) = line.split_whitespace().last().and_then(|a| a.parse().ok())
-            {
-                addrs.push(a);
-            }
-        }
-    }
-    assert_eq!(addrs.len(), DEVICES, "simulator did not start every server");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+pub(crate) fn main(ctx: &Ctx) -> Result<Vec<Figure>, String> {
+    let secs = window_secs(ctx.quick, 1.0, 5.0);
+    let devices = if ctx.quick { QUICK_DEVICES } else { DEVICES };
+    let dir = tempdir("shopfloor-bench-modbus")?;
+    let dir = dir.path();
+    write(&dir.join("bench-200.toml"), &template("bench-200"))?;
+    write(&dir.join("bench.toml"), &scenario(devices))?;
+    let t = Template::parse(&template("bench-200")).map_err(|e| format!("bench template: {e}"))?;
+    let sim = start_sim(&dir.join("bench.toml"), &[], devices)?;
+    let sim_pid = sim.pid().to_string();
+    let addrs = sim.modbus()?;
+    let rt = runtime(None)?;
     let (base, planned) = rt.block_on(async {
-        let base = run(&addrs, &t, 0, secs, &sim_pid).await;
-        let planned = run(&addrs, &t, 8, secs, &sim_pid).await;
-        (base, planned)
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+        let base = run(&addrs, &t, 0, secs, &sim_pid).await?;
+        let planned = run(&addrs, &t, 8, secs, &sim_pid).await?;
+        Ok::<_, String>((base, planned))
+    })?;
+    drop(sim);
     println!(
-        "Modbus TCP, {DEVICES} devices × {TAGS} non-contiguous f32 tags, {secs} s per run, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Modbus TCP, {devices} devices × {TAGS} non-contiguous f32 tags, {secs} s per run, {} cores",
+        cores()
     );
     println!(
         "{:<34} {:>12} {:>12} {:>12}",
         "", "baseline", "planned", "ratio"
     );
-    let row =
-        |name: &str, a: f64, b: f64| println!("{name:<34} {a:>12.1} {b:>12.1} {:>11.2}×", b / a);
+    let mut figures = Vec::new();
+    let mut row = |name: &str, unit: &str, a: f64, b: f64| {
+        println!("{name:<34} {a:>12.1} {b:>12.1} {:>11.2}×", b / a);
+        figures.push(
+            Figure::new(SCENARIO, &format!("planned: {name}"), b, unit)
+                .baseline(a)
+                .note("baseline: one request per tag"),
+        );
+    };
     row(
         "requests per device cycle",
+        "requests",
         base.requests_per_cycle as f64,
         planned.requests_per_cycle as f64,
     );
-    row("tags read per second", base.tags_per_s, planned.tags_per_s);
+    row(
+        "tags read per second",
+        "tags/s",
+        base.tags_per_s,
+        planned.tags_per_s,
+    );
     row(
         "requests per second",
+        "requests/s",
         base.requests_per_s,
         planned.requests_per_s,
     );
     row(
         "agent CPU ms per 1,000 tags",
+        "ms",
         base.cpu_ms_per_1000_tags,
         planned.cpu_ms_per_1000_tags,
     );
     row(
         "simulator CPU ms per 1,000 tags",
+        "ms",
         base.sim_cpu_ms_per_1000_tags,
         planned.sim_cpu_ms_per_1000_tags,
     );
+    Ok(figures)
 }

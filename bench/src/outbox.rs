@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Outbox write rate, and drain rate after a one-hour backlog.
 //!
 //! The batch: what a 1 s batch interval of a 50-machine workshop looks like: 50 CNC devices,
@@ -22,8 +21,8 @@
 //! CPU is utime + stime of this process (every thread, SQLite's worker included) from
 //! /proc/self/stat, minus the CPU of building the contents, measured alone. Linux only.
 //!
-//! Run: `cargo bench -p shopfloor-agent --bench outbox` (SHOPFLOOR_BENCH_BATCHES to change
-//! the 3,600 batches of an hour).
+//! Run: `shopfloor-bench outbox` (SHOPFLOOR_BENCH_BATCHES to change the 3,600 batches of an
+//! hour).
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -37,6 +36,11 @@ use shopfloor_core::batch::{
     StateSpan, Summary,
 };
 use shopfloor_core::evidence::State;
+
+use crate::Ctx;
+use crate::util::{Figure, cores, cpu_seconds, env_f64, runtime, tempdir};
+
+const SCENARIO: &str = "outbox";
 
 const DEVICES: usize = 50;
 const SAMPLES_PER_POINT: usize = 3;
@@ -171,23 +175,6 @@ fn contents(i: u64) -> Contents {
     }
     devices.sort_by(|a, b| a.id.cmp(&b.id));
     Contents { from, to, devices }
-}
-
-/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One measured run: batches, bytes, wall time of the measured calls, CPU.
@@ -428,15 +415,12 @@ fn file_mb(paths: &[PathBuf]) -> f64 {
         / 1e6
 }
 
-fn main() {
-    let n: u64 = std::env::var("SHOPFLOOR_BENCH_BATCHES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3_600);
-    let dir = tempfile::Builder::new()
-        .prefix("shopfloor-bench-outbox")
-        .tempdir()
-        .expect("temp dir");
+pub(crate) fn main(ctx: &Ctx) -> Result<Vec<Figure>, String> {
+    let n: u64 = env_f64("SHOPFLOOR_BENCH_BATCHES")
+        .map(|b| b as u64)
+        .unwrap_or(if ctx.quick { 20 } else { 3_600 })
+        .max(1);
+    let dir = tempdir("shopfloor-bench-outbox")?;
     let key = SigningKey::from_bytes(&[7; 32]);
     let sample = contents(0);
     let encoded = serde_json::to_vec(&sample).expect("encode").len();
@@ -455,7 +439,7 @@ fn main() {
     println!(
         "one hour at 1 s = {n} batches, {:.0} MB of contents; {} cores; tempdir {}",
         encoded as f64 * n as f64 / 1e6,
-        std::thread::available_parallelism().map_or(0, |c| c.get()),
+        cores(),
         dir.path().display()
     );
     let build = build_cpu(n);
@@ -466,11 +450,7 @@ fn main() {
     let base_seal = seal_log(&log, &SigningKey::from_bytes(&[7; 32]));
     let base_read = read_log(&log);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime(Some(2))?;
     let (full_write, full_mb, full_drain, normal_write, normal_mb, normal_drain, rep) = rt
         .block_on(async {
             let mut out = Vec::new();
@@ -596,7 +576,7 @@ fn main() {
         "samples_per_batch": samples,
         "contents_bytes": encoded,
         "sealed_bytes": sealed_len,
-        "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
+        "cores": cores(),
         "write_baseline": base_write.json(),
         "write_full": full_write.json(),
         "write_normal": normal_write.json(),
@@ -615,4 +595,94 @@ fn main() {
         "disk_mb": {"log": round3(log_mb), "outbox_full": round3(full_mb), "outbox_normal": round3(normal_mb)},
     });
     println!("{line}");
+
+    let mut figures = Vec::new();
+    let mut rate = |name: &str, r: &Run, base: Option<&Run>| {
+        let mut f = Figure::new(SCENARIO, name, r.per_s(), "batches/s");
+        if let Some(b) = base {
+            f = f.baseline(b.per_s());
+        }
+        figures.push(f);
+    };
+    rate(
+        "write: outbox push, fsync = full",
+        &full_write,
+        Some(&base_write),
+    );
+    rate(
+        "write: outbox push, fsync = normal",
+        &normal_write,
+        Some(&base_write),
+    );
+    rate(
+        "drain: seal_next + ack, fsync = full",
+        &full_drain,
+        Some(&base_seal),
+    );
+    rate(
+        "drain: seal_next + ack, fsync = normal",
+        &normal_drain,
+        Some(&base_seal),
+    );
+    rate(
+        "replay: seal_next all, fsync = normal",
+        &rep.seal,
+        Some(&base_seal),
+    );
+    rate(
+        &format!("replay: unacked pages of {PAGE}"),
+        &rep.read,
+        Some(&base_read),
+    );
+    rate("replay: ack all, fsync = normal", &rep.ack, None);
+    let mut cpu = |name: &str, r: &Run, base: &Run| {
+        figures.push(
+            Figure::new(SCENARIO, name, r.cpu_ms_per_batch(), "ms")
+                .baseline(base.cpu_ms_per_batch()),
+        );
+    };
+    cpu(
+        "write: CPU per batch, fsync = full",
+        &full_write,
+        &base_write,
+    );
+    cpu(
+        "drain: CPU per batch, fsync = full",
+        &full_drain,
+        &base_seal,
+    );
+    figures.push(
+        Figure::new(
+            SCENARIO,
+            "drain: seconds for the backlog, fsync = full",
+            full_drain.wall.as_secs_f64(),
+            "s",
+        )
+        .baseline(base_seal.wall.as_secs_f64())
+        .note(format!(
+            "{n} batches; baseline: decode + seal without storage"
+        )),
+    );
+    for (name, r) in [
+        ("write: last / first 10 % rate, fsync = full", &full_write),
+        ("drain: last / first 10 % rate, fsync = full", &full_drain),
+    ] {
+        if let (Some((first, last)), Some((bf, bl))) = (r.first_last, base_write.first_last) {
+            let mut f = Figure::new(SCENARIO, name, last / first, "×");
+            if name.starts_with("write") {
+                f = f.baseline(bl / bf);
+            }
+            figures.push(f);
+        }
+    }
+    figures.push(
+        Figure::new(
+            SCENARIO,
+            "on disk: outbox (db + wal), fsync = full",
+            full_mb,
+            "MB",
+        )
+        .baseline(log_mb),
+    );
+    Ok(figures)
 }

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! OPC UA acquisition throughput and agent CPU against the simulator (a separate
 //! `shopfloor-sim` process, so that its CPU is not charged to the agent): 100 devices × 200
 //! tags, 10 OPC UA servers with 10 devices each, one session per device, security None.
@@ -15,12 +14,10 @@
 //! simulator changes (up to 200,000 changes/s offered). The comparable figure is the agent CPU
 //! per 1,000 values delivered; throughput is reported for each run as measured.
 //!
-//! Run: `cargo bench -p shopfloor-sim --bench acquisition_opcua` (SHOPFLOOR_BENCH_SECS changes
-//! the 5 s measuring window). Linux only (reads /proc).
+//! Run: `shopfloor-bench acquisition-opcua` (SHOPFLOOR_BENCH_SECS changes the 5 s measuring
+//! window). Linux only (reads /proc).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,13 +32,35 @@ use shopfloor_acquire::opcua::{OpcuaConfig, run_device};
 use shopfloor_devices::{Overrides, Template};
 use tokio::sync::{mpsc, watch};
 
-mod common;
-use common::{cpu_seconds, rss_mib};
+use crate::Ctx;
+use crate::util::{
+    Figure, cores, cpu_seconds, rss_mib, runtime, start_sim, tempdir, window_secs, write,
+};
 
-const SERVERS: usize = 10;
-const PER_SERVER: usize = 10;
-const DEVICES: usize = SERVERS * PER_SERVER;
+const SCENARIO: &str = "acquisition-opcua";
 const TAGS: usize = 200;
+
+/// Servers × devices per server.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    servers: usize,
+    per_server: usize,
+}
+
+impl Size {
+    fn devices(&self) -> usize {
+        self.servers * self.per_server
+    }
+}
+
+const FULL: Size = Size {
+    servers: 10,
+    per_server: 10,
+};
+const QUICK: Size = Size {
+    servers: 2,
+    per_server: 2,
+};
 const NAMESPACE: &str = "urn:shopfloor:bench";
 
 fn template() -> String {
@@ -58,17 +77,17 @@ fn device_name(d: usize) -> String {
     format!("d{d:03}")
 }
 
-fn scenario() -> String {
+fn scenario(size: Size) -> String {
     let mut s =
         String::from("name = \"bench-ua\"\ntemplates = [\"bench-ua-200.toml\"]\ntick_ms = 100\n");
-    for k in 0..SERVERS {
+    for k in 0..size.servers {
         s += &format!("[[opcua]]\nname = \"u{k}\"\nlisten = \"127.0.0.1:0\"\n");
     }
-    for d in 0..DEVICES {
+    for d in 0..size.devices() {
         s += &format!(
             "[[device]]\nname = \"{}\"\ntemplate = \"bench-ua-200\"\nserver = \"u{}\"\n",
             device_name(d),
-            d / PER_SERVER
+            d / size.per_server
         );
         for i in 0..TAGS {
             // Different slopes, so that no two tags carry the same series.
@@ -114,6 +133,7 @@ async fn measure(values: &AtomicU64, requests: &AtomicU64, secs: f64, sim_pid: &
 /// One polling session per device; `per_tag` sends one Read per tag, otherwise one Read
 /// for all tags.
 async fn polled(
+    size: Size,
     endpoints: &[String],
     pki: &Path,
     per_tag: bool,
@@ -132,8 +152,8 @@ async fn polled(
         .expect("client");
     let mut sessions: Vec<(Arc<Session>, Vec<ReadValueId>)> = Vec::new();
     let mut loops = Vec::new();
-    for d in 0..DEVICES {
-        let url = &endpoints[d / PER_SERVER];
+    for d in 0..size.devices() {
+        let url = &endpoints[d / size.per_server];
         let endpoint: EndpointDescription = (
             url.as_str(),
             "http://opcfoundation.org/UA/SecurityPolicy#None",
@@ -231,6 +251,7 @@ async fn polled(
 
 /// The agent's own client: subscriptions with monitored items.
 async fn subscribed(
+    size: Size,
     endpoints: &[String],
     pki: &Path,
     t: &Template,
@@ -243,8 +264,8 @@ async fn subscribed(
     let (tx, mut rx) = mpsc::channel(65_536);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for d in 0..DEVICES {
-        let url = &endpoints[d / PER_SERVER];
+    for d in 0..size.devices() {
+        let url = &endpoints[d / size.per_server];
         let mut cfg = OpcuaConfig::new(url.clone(), pki);
         cfg.trust_server_certs = true;
         // The sim's devices are objects below Objects: browse paths start at the device.
@@ -282,7 +303,8 @@ async fn subscribed(
     };
     // Connect, subscribe, and let the first full data changes pass before measuring.
     let ready = Instant::now() + Duration::from_secs(60);
-    while values.load(Ordering::Relaxed) < (DEVICES * TAGS) as u64 && Instant::now() < ready {
+    while values.load(Ordering::Relaxed) < (size.devices() * TAGS) as u64 && Instant::now() < ready
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -295,102 +317,89 @@ async fn subscribed(
     figures
 }
 
-fn main() {
-    let secs: f64 = std::env::var("SHOPFLOOR_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let dir = std::env::temp_dir().join(format!("shopfloor-bench-ua-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("bench-ua-200.toml"), template()).expect("write template");
-    std::fs::write(dir.join("bench.toml"), scenario()).expect("write scenario");
-    let t = Template::parse(&template()).expect("bench template parses");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shopfloor-sim"))
-        .arg("--scenario")
-        .arg(dir.join("bench.toml"))
-        .arg("--pki-dir")
-        .arg(dir.join("sim-pki"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shopfloor-sim");
-    let sim_pid = child.id().to_string();
-    let mut endpoints = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-            if line.trim_start().starts_with("opcua ")
-                && let Some(e) = line.split_whitespace().last()
-            {
-                endpoints.push(e.to_string());
-            }
-        }
-    }
-    assert_eq!(
-        endpoints.len(),
-        SERVERS,
-        "simulator did not start every server"
-    );
+pub(crate) fn main(ctx: &Ctx) -> Result<Vec<Figure>, String> {
+    let secs = window_secs(ctx.quick, 1.0, 5.0);
+    let size = if ctx.quick { QUICK } else { FULL };
+    let (servers, devices) = (size.servers, size.devices());
+    let dir = tempdir("shopfloor-bench-ua")?;
+    let dir = dir.path();
+    write(&dir.join("bench-ua-200.toml"), &template())?;
+    write(&dir.join("bench.toml"), &scenario(size))?;
+    let t = Template::parse(&template()).map_err(|e| format!("bench template: {e}"))?;
+    let pki_arg = dir.join("sim-pki").display().to_string();
+    let sim = start_sim(&dir.join("bench.toml"), &["--pki-dir", &pki_arg], servers)?;
+    let sim_pid = sim.pid().to_string();
+    let endpoints = sim.addrs("opcua");
     let pki = dir.join("agent-pki");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime(None)?;
     let (per_tag, batched, subs) = rt.block_on(async {
-        let per_tag = polled(&endpoints, &pki, true, secs, &sim_pid).await;
-        let batched = polled(&endpoints, &pki, false, secs, &sim_pid).await;
-        let subs = subscribed(&endpoints, &pki, &t, secs, &sim_pid).await;
+        let per_tag = polled(size, &endpoints, &pki, true, secs, &sim_pid).await;
+        let batched = polled(size, &endpoints, &pki, false, secs, &sim_pid).await;
+        let subs = subscribed(size, &endpoints, &pki, &t, secs, &sim_pid).await;
         (per_tag, batched, subs)
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(sim);
     println!(
-        "OPC UA, {DEVICES} devices × {TAGS} tags on {SERVERS} servers, security None, {secs} s per run, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "OPC UA, {devices} devices × {TAGS} tags on {servers} servers, security None, {secs} s per run, {} cores",
+        cores()
     );
     println!(
         "{:<32} {:>12} {:>12} {:>12} {:>14} {:>14}",
         "", "Read per tag", "Read batched", "subscribed", "batched/base", "subscr./base"
     );
-    let row = |name: &str, a: f64, b: f64, c: f64| {
+    let mut figures = Vec::new();
+    let mut row = |name: &str, unit: &str, a: f64, b: f64, c: f64| {
         println!(
             "{name:<32} {a:>12.1} {b:>12.1} {c:>12.1} {:>13.2}× {:>13.2}×",
             b / a,
             c / a
-        )
+        );
+        let note = "baseline: one Read per tag";
+        figures.push(
+            Figure::new(SCENARIO, &format!("batched Read: {name}"), b, unit)
+                .baseline(a)
+                .note(note),
+        );
+        figures.push(
+            Figure::new(SCENARIO, &format!("subscriptions: {name}"), c, unit)
+                .baseline(a)
+                .note(note),
+        );
     };
     row(
         "values delivered per second",
+        "values/s",
         per_tag.values_per_s,
         batched.values_per_s,
         subs.values_per_s,
     );
     row(
         "service requests per second",
+        "requests/s",
         per_tag.requests_per_s,
         batched.requests_per_s,
         subs.requests_per_s,
     );
     row(
         "agent CPU ms per 1,000 values",
+        "ms",
         per_tag.cpu_ms_per_1000,
         batched.cpu_ms_per_1000,
         subs.cpu_ms_per_1000,
     );
     row(
         "simulator CPU ms per 1,000 values",
+        "ms",
         per_tag.sim_cpu_ms_per_1000,
         batched.sim_cpu_ms_per_1000,
         subs.sim_cpu_ms_per_1000,
     );
     row(
         "agent RSS MiB (end of run)",
+        "MiB",
         per_tag.rss_mib,
         batched.rss_mib,
         subs.rss_mib,
     );
+    Ok(figures)
 }
