@@ -812,15 +812,16 @@ mod tests {
             embedded: false,
             ..MqttSection::default()
         };
+        // The default: a plain subscription (Mosquitto keeps it across its restarts).
         assert_eq!(
             filters(&m),
             (
-                "$share/shopfloor/shopfloor/v1/+/batch".to_owned(),
+                "shopfloor/v1/+/batch".to_owned(),
                 "shopfloor/v1/+/status".to_owned()
             )
         );
-        m.shared_group = String::new();
-        assert_eq!(filters(&m).0, "shopfloor/v1/+/batch");
+        m.shared_group = "shopfloor".into();
+        assert_eq!(filters(&m).0, "$share/shopfloor/shopfloor/v1/+/batch");
         m.shared_group = "g".into();
         m.embedded = true;
         assert_eq!(filters(&m).0, "shopfloor/v1/+/batch");

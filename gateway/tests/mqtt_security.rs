@@ -1141,13 +1141,14 @@ async fn shipped_mosquitto_configuration_enforces_the_acl() {
         o
     };
 
-    // The gateway's own consumer, subscribed with $share/shopfloor/shopfloor/v1/+/batch.
+    // The gateway's own consumer, subscribed with $share/shopfloor/shopfloor/v1/+/batch (a
+    // shared group, so the shipped ACL is shown to cover shared subscriptions too).
     let gw_pw = dir.path().join("gateway-mqtt-password");
     write_private(&gw_pw, "pw-gw\n");
     let cfg = load_config(
         dir.path(),
         &format!(
-            "[gateway]\nid = \"mq-test\"\ndata_dir = \"{}\"\n\n[mqtt]\nembedded = false\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{}\"\nusername = \"shopfloor-gateway\"\npassword_file = \"{}\"\nkeep_alive_s = 5\n",
+            "[gateway]\nid = \"mq-test\"\ndata_dir = \"{}\"\n\n[mqtt]\nembedded = false\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"{}\"\nusername = \"shopfloor-gateway\"\npassword_file = \"{}\"\nkeep_alive_s = 5\nshared_group = \"shopfloor\"\n",
             dir.path().display(),
             pki.ca.display(),
             gw_pw.display()
