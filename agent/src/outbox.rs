@@ -42,7 +42,11 @@
 //! seq UNIQUE NULL, hash NULL, contents BLOB NULL, payload BLOB NULL)`: unsealed rows have
 //! `contents` (JSON of `Contents`) and no seq; sealed rows have `seq`, `hash` (body hash) and
 //! `payload`, and `contents` is NULL. The blobs are the last columns so that scans for sizes
-//! and ids never read them. `meta(key PRIMARY KEY, value)` holds `last_seq`, `last_hash`,
+//! and ids never read them. Migration 3 adds `contents_sha256 BLOB NULL`: the SHA-256 of an
+//! unsealed row's `contents`, written with them; [`Outbox::seal_next`] checks it and splices
+//! the stored bytes into the body ([`batch::seal_encoded`]) instead of decoding them again (a
+//! mismatch is damage: the row is dropped and counted; rows without a hash are decoded and
+//! checked as before). `meta(key PRIMARY KEY, value)` holds `last_seq`, `last_hash`,
 //! `dropped_samples`, `dropped_batches` and `agent` (the agent id of the chain, set at the
 //! first seal; sealing for another id is refused, as it would break the chain).
 //!
@@ -234,6 +238,12 @@ INSERT INTO meta (key, value) VALUES
 /// only the index (0.14 ms).
 const MIGRATION_2: &str = "CREATE INDEX batches_bytes ON batches (bytes);";
 
+/// The SHA-256 of each unsealed row's `contents`, written with them: sealing checks it and then
+/// splices the stored encoding into the body ([`batch::seal_encoded`]) instead of decoding and
+/// encoding it again, which was half of the agent's CPU at 100,000 tags/s (`docs/BENCHMARKS.md`).
+/// Rows stored before this migration have none and are sealed the old way.
+const MIGRATION_3: &str = "ALTER TABLE batches ADD COLUMN contents_sha256 BLOB;";
+
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// The durable queue. Cheap to clone (one shared connection); all methods are async and
@@ -331,6 +341,13 @@ impl Outbox {
                 MIGRATION_2.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                3,
+                "contents hash".into(),
+                MigrationType::Simple,
+                MIGRATION_3.into_sql_str(),
+                false,
+            ),
         ]);
         if let Err(e) = migrator.run(&pool).await {
             pool.close().await;
@@ -406,9 +423,10 @@ impl Outbox {
             .map_err(|e| self.corrupt(format!("cannot encode contents: {e}")))?;
         let samples = to_i64(contents.sample_count());
         let mut tx = self.begin().await?;
+        let hash = sha256(&json);
         let row = sqlx::query(
-            "INSERT INTO batches (created_ms, from_ms, to_ms, samples, bytes, contents) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO batches (created_ms, from_ms, to_ms, samples, bytes, contents, \
+             contents_sha256) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(now_ms())
         .bind(contents.from)
@@ -416,6 +434,7 @@ impl Outbox {
         .bind(samples)
         .bind(to_i64(json.len() as u64))
         .bind(json)
+        .bind(hash.to_vec())
         .fetch_one(&mut *tx)
         .await
         .map_err(self.db("store a batch"))?;
@@ -460,10 +479,13 @@ impl Outbox {
                         let json = serde_json::to_vec(&c)
                             .map_err(|e| self.corrupt(format!("cannot encode contents: {e}")))?;
                         let new_bytes = to_i64(json.len() as u64);
+                        let hash = sha256(&json);
                         sqlx::query(
-                            "UPDATE batches SET contents = ?, samples = 0, bytes = ? WHERE id = ?",
+                            "UPDATE batches SET contents = ?, contents_sha256 = ?, samples = 0, \
+                             bytes = ? WHERE id = ?",
                         )
                         .bind(json)
+                        .bind(hash.to_vec())
                         .bind(new_bytes)
                         .bind(id)
                         .execute(&mut **tx)
@@ -591,7 +613,8 @@ impl Outbox {
         let mut dropped = (0u64, 0u64);
         let sealed = loop {
             let row = sqlx::query(
-                "SELECT id, contents FROM batches WHERE seq IS NULL ORDER BY id LIMIT 1",
+                "SELECT id, contents, contents_sha256 FROM batches WHERE seq IS NULL \
+                 ORDER BY id LIMIT 1",
             )
             .fetch_optional(&mut *tx)
             .await
@@ -601,21 +624,25 @@ impl Outbox {
             };
             let id: i64 = row.try_get(0).map_err(self.db("read a batch"))?;
             let json: Vec<u8> = row.try_get(1).map_err(self.db("read a batch"))?;
-            let contents = match serde_json::from_slice::<Contents>(&json) {
-                Ok(c) => match batch::check_contents(&c) {
-                    Ok(()) => c,
-                    Err(e) => {
-                        let (s, _) = self
-                            .drop_row(&mut tx, id, &format!("stored contents invalid: {e}"))
-                            .await?;
-                        dropped = (dropped.0 + s, dropped.1 + 1);
-                        continue;
-                    }
+            let hash: Option<Vec<u8>> = row.try_get(2).map_err(self.db("read a batch"))?;
+            // The stored bytes are the ones `push` checked when their hash still matches:
+            // seal them as they are. Rows of an older outbox have no hash and are decoded
+            // and checked again; a mismatch is damage on disk.
+            let stored = match hash {
+                Some(h) if h.as_slice() == sha256(&json).as_slice() => Ok(Stored::Checked(json)),
+                Some(_) => Err("contents changed on disk (SHA-256 mismatch)".to_owned()),
+                None => match serde_json::from_slice::<Contents>(&json) {
+                    Ok(c) => match batch::check_contents(&c) {
+                        Ok(()) => Ok(Stored::Decoded(c)),
+                        Err(e) => Err(format!("stored contents invalid: {e}")),
+                    },
+                    Err(e) => Err(format!("contents unreadable: {e}")),
                 },
-                Err(e) => {
-                    let (s, _) = self
-                        .drop_row(&mut tx, id, &format!("contents unreadable: {e}"))
-                        .await?;
+            };
+            let stored = match stored {
+                Ok(s) => s,
+                Err(why) => {
+                    let (s, _) = self.drop_row(&mut tx, id, &why).await?;
                     dropped = (dropped.0 + s, dropped.1 + 1);
                     continue;
                 }
@@ -623,14 +650,17 @@ impl Outbox {
             let (last_seq, last_hash) = self.head(&mut tx).await?;
             self.claim_agent(&mut tx, agent, last_seq).await?;
             let seq = last_seq + 1;
-            let sealed =
-                batch::seal(contents, agent, seq, &last_hash, now, key).map_err(|error| {
-                    OutboxError::Batch {
-                        path: self.path.clone(),
-                        context: format!("cannot seal batch {id} as seq {seq}"),
-                        error,
-                    }
-                })?;
+            let sealed = match stored {
+                Stored::Checked(json) => {
+                    batch::seal_encoded(&json, agent, seq, &last_hash, now, key)
+                }
+                Stored::Decoded(c) => batch::seal(c, agent, seq, &last_hash, now, key),
+            }
+            .map_err(|error| OutboxError::Batch {
+                path: self.path.clone(),
+                context: format!("cannot seal batch {id} as seq {seq}"),
+                error,
+            })?;
             sqlx::query(
                 "UPDATE batches SET seq = ?, hash = ?, payload = ?, contents = NULL, bytes = ? \
                  WHERE id = ? AND seq IS NULL",
@@ -877,6 +907,20 @@ fn io_reason(e: &io::Error) -> String {
         }
         _ => e.to_string(),
     }
+}
+
+/// An unsealed row's contents as [`Outbox::seal_next`] found them, when they can be sealed
+/// (damaged ones are dropped and counted there).
+enum Stored {
+    /// The bytes `push` checked (their SHA-256 matches).
+    Checked(Vec<u8>),
+    /// Decoded and checked again (a row without a hash).
+    Decoded(Contents),
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 fn to_i64(n: u64) -> i64 {

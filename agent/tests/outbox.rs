@@ -333,6 +333,68 @@ async fn the_chain_belongs_to_one_agent() {
     );
 }
 
+/// Runs one statement on the outbox file behind the outbox's back.
+async fn tamper(path: &Path, sql: &'static str) {
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+}
+
+/// Sealing places the stored bytes into the body without decoding them, trusting them by their
+/// SHA-256: a row changed on disk is dropped and counted (never sealed with other data than
+/// was pushed), a row without a hash (stored by an older agent) is decoded and sealed as
+/// before, and the two ways give the same payload.
+#[tokio::test]
+async fn seal_trusts_stored_contents_only_by_their_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("outbox.db");
+    let ob = open(tmp.path(), 1 << 30).await;
+    for i in 0..4 {
+        ob.push(&contents(i, 3)).await.unwrap();
+    }
+    ob.close().await;
+    // Row 2: one value changed on disk (still valid JSON, still valid contents).
+    tamper(
+        &path,
+        "UPDATE batches SET contents = CAST(REPLACE(CAST(contents AS TEXT), '40.5', '41.5') \
+         AS BLOB) WHERE id = 2",
+    )
+    .await;
+    // Rows 3 and 4: no hash, as an agent before the hash column stored them; row 4 also
+    // invalid (devices out of order).
+    tamper(
+        &path,
+        "UPDATE batches SET contents_sha256 = NULL WHERE id >= 3",
+    )
+    .await;
+    tamper(
+        &path,
+        "UPDATE batches SET contents = CAST(REPLACE(CAST(contents AS TEXT), 'cnc-01', 'cnc-09') \
+         AS BLOB) WHERE id = 4",
+    )
+    .await;
+    let ob = open(tmp.path(), 1 << 30).await;
+    let first = ob.seal_next(AGENT, &key(), T0).await.unwrap().unwrap();
+    let second = ob.seal_next(AGENT, &key(), T0).await.unwrap().unwrap();
+    assert!(ob.seal_next(AGENT, &key(), T0).await.unwrap().is_none());
+    let opened = verify_chain(&[first.clone(), second.clone()], 0, ZERO_HASH);
+    // Row 1 sealed from its bytes, row 2 dropped, row 3 decoded and sealed as seq 2.
+    assert_eq!(opened[0].body.devices, contents(0, 3).devices);
+    assert_eq!(opened[1].body.devices, contents(2, 3).devices);
+    let st = ob.stats().await.unwrap();
+    assert_eq!((st.dropped_samples, st.dropped_batches), (12, 2));
+    // Either way the payload is the one sealing the pushed contents gives.
+    let again = batch::seal(contents(0, 3), AGENT, 1, ZERO_HASH, T0, &key()).unwrap();
+    assert_eq!(first, again);
+    let again = batch::seal(contents(2, 3), AGENT, 2, &first.body_hash, T0, &key()).unwrap();
+    assert_eq!(second, again);
+}
+
 #[tokio::test]
 async fn non_sqlite_file_gives_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -39,7 +39,13 @@ pub type Millis = i64;
 
 /// One sample value. JSON: a bool, an integer, a float (always finite) or a string; a read
 /// that failed carries `err` instead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoding is written by hand rather than with `#[serde(untagged)]`: the untagged derive
+/// buffers every value and tries the variants in turn, formatting an error for each miss (a
+/// float fails `Bool`, `Int` and `UInt` first), which made decoding batches the agent's and the
+/// gateway's largest cost (`docs/BENCHMARKS.md`). The result is the same: a JSON integer is
+/// `Int` when it fits in `i64`, else `UInt`; a number with a fraction or exponent is `Float`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SampleValue {
     Bool(bool),
@@ -47,6 +53,54 @@ pub enum SampleValue {
     UInt(u64),
     Float(f64),
     Text(String),
+}
+
+impl SampleValue {
+    /// The numeric reading of a value: bools count as 0/1, integers and floats as they are,
+    /// text has none.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            SampleValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            SampleValue::Int(i) => Some(*i as f64),
+            SampleValue::UInt(u) => Some(*u as f64),
+            SampleValue::Float(f) => Some(*f),
+            SampleValue::Text(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SampleValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a bool, a number or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SampleValue, E> {
+                Ok(SampleValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SampleValue, E> {
+                Ok(SampleValue::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<SampleValue, E> {
+                Ok(match i64::try_from(v) {
+                    Ok(i) => SampleValue::Int(i),
+                    Err(_) => SampleValue::UInt(v),
+                })
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<SampleValue, E> {
+                Ok(SampleValue::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SampleValue, E> {
+                Ok(SampleValue::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<SampleValue, E> {
+                Ok(SampleValue::Text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One reported sample of one point.
@@ -96,6 +150,103 @@ pub struct Summary {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+impl Summary {
+    /// An empty summary of `point`.
+    pub fn new(point: impl Into<String>) -> Summary {
+        Summary {
+            point: point.into(),
+            count: 0,
+            errors: 0,
+            first: None,
+            last: None,
+            min: None,
+            max: None,
+        }
+    }
+
+    /// Counts one reading at `t`: `None` is a failed read (an error); text is counted but
+    /// has no numeric reading. The one implementation the agent's pipeline and
+    /// [`Summary::of_samples`] share.
+    pub fn record(&mut self, t: Millis, value: Option<&SampleValue>) {
+        self.count += 1;
+        let Some(value) = value else {
+            self.errors += 1;
+            return;
+        };
+        let Some(v) = value.as_f64() else { return };
+        let r = Reading { t, v };
+        self.first.get_or_insert(r);
+        self.last = Some(r);
+        self.min = Some(self.min.map_or(v, |m| m.min(v)));
+        self.max = Some(self.max.map_or(v, |m| m.max(v)));
+    }
+
+    /// The summary of a point whose every reading in the window is one of `samples`.
+    pub fn of_samples(point: &str, samples: &[Sample]) -> Summary {
+        let mut s = Summary::new(point);
+        for x in samples {
+            s.record(x.t, x.v.as_ref());
+        }
+        s
+    }
+
+    /// Equal to the bit (`-0.0` is not `0.0`), so that dropping a summary and deriving it
+    /// again gives the same bytes.
+    fn same(&self, o: &Summary) -> bool {
+        let r = |a: Option<Reading>, b: Option<Reading>| match (a, b) {
+            (Some(a), Some(b)) => a.t == b.t && a.v.to_bits() == b.v.to_bits(),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let f = |a: Option<f64>, b: Option<f64>| a.map(f64::to_bits) == b.map(f64::to_bits);
+        self.point == o.point
+            && self.count == o.count
+            && self.errors == o.errors
+            && r(self.first, o.first)
+            && r(self.last, o.last)
+            && f(self.min, o.min)
+            && f(self.max, o.max)
+    }
+}
+
+impl DeviceData {
+    /// Omits the summaries that the raw samples imply: those of points whose every reading
+    /// in the window was reported ([`Summary::of_samples`] gives them back exactly). With
+    /// every tag changing that is every summary, half of a batch's bytes.
+    /// [`Contents::strip_samples`] puts them back before it drops the samples.
+    pub fn omit_implied_summaries(&mut self) {
+        let by_point: std::collections::HashMap<&str, &[Sample]> = self
+            .samples
+            .iter()
+            .map(|p| (p.point.as_str(), p.samples.as_slice()))
+            .collect();
+        self.summaries
+            .retain(|s| match by_point.get(s.point.as_str()) {
+                Some(samples) => {
+                    s.count != samples.len() as u64
+                        || !Summary::of_samples(&s.point, samples).same(s)
+                }
+                None => true,
+            });
+    }
+
+    /// Adds the summaries the raw samples imply for points that have samples and no summary,
+    /// keeping the summaries in point order.
+    fn restore_implied_summaries(&mut self) {
+        let have: std::collections::HashSet<&str> =
+            self.summaries.iter().map(|s| s.point.as_str()).collect();
+        let missing: Vec<Summary> = self
+            .samples
+            .iter()
+            .filter(|p| !have.contains(p.point.as_str()))
+            .map(|p| Summary::of_samples(&p.point, &p.samples))
+            .collect();
+        if !missing.is_empty() {
+            self.summaries.extend(missing);
+            self.summaries.sort_by(|a, b| a.point.cmp(&b.point));
+        }
+    }
 }
 
 /// A numeric reading at a time.
@@ -194,13 +345,15 @@ impl Contents {
             .sum()
     }
 
-    /// Removes every raw sample, recording per device how many were dropped; summaries,
-    /// states, counters and link changes stay. Returns the number removed.
+    /// Removes every raw sample, recording per device how many were dropped; summaries
+    /// (including those the samples implied, [`DeviceData::omit_implied_summaries`]), states,
+    /// counters and link changes stay. Returns the number removed.
     pub fn strip_samples(&mut self) -> u64 {
         let mut total = 0;
         for d in &mut self.devices {
             let n: u64 = d.samples.iter().map(|p| p.samples.len() as u64).sum();
             if n > 0 {
+                d.restore_implied_summaries();
                 d.samples.clear();
                 d.dropped.get_or_insert_with(Dropped::default).samples += n;
                 total += n;
@@ -341,23 +494,66 @@ pub fn seal(
         devices: contents.devices,
     };
     check_body(&body)?;
-    let body_bytes = serde_json::to_vec(&body)
+    let mut payload = PAYLOAD_HEAD.to_vec();
+    serde_json::to_writer(&mut payload, &body)
         .map_err(|e| BatchError::at("body", format!("cannot encode: {e}")))?;
-    let sig = key.sign(&body_bytes).to_bytes();
-    let sig_text = BASE64.encode(sig);
-    let mut payload = Vec::with_capacity(
-        PAYLOAD_HEAD.len() + body_bytes.len() + SIG_MARK.len() + sig_text.len() + 2,
-    );
-    payload.extend_from_slice(PAYLOAD_HEAD);
-    payload.extend_from_slice(&body_bytes);
+    Ok(finish_payload(payload, seq, key))
+}
+
+/// `payload` holds `{"body":` and the body bytes: signs the body, appends the signature and
+/// the closing brace.
+fn finish_payload(mut payload: Vec<u8>, seq: u64, key: &SigningKey) -> Sealed {
+    let body_bytes = payload.get(PAYLOAD_HEAD.len()..).unwrap_or_default();
+    let sig_text = BASE64.encode(key.sign(body_bytes).to_bytes());
+    let body_hash = body_hash(body_bytes);
+    payload.reserve(SIG_MARK.len() + sig_text.len() + PAYLOAD_TAIL.len());
     payload.extend_from_slice(SIG_MARK);
     payload.extend_from_slice(sig_text.as_bytes());
     payload.extend_from_slice(PAYLOAD_TAIL);
-    Ok(Sealed {
+    Sealed {
         seq,
         payload,
-        body_hash: body_hash(&body_bytes),
-    })
+        body_hash,
+    }
+}
+
+/// [`seal`] for contents that are already encoded: `contents_json` must be exactly
+/// `serde_json::to_vec(&contents)` of contents that passed [`check_contents`] (the outbox
+/// stores that encoding with its SHA-256 and checks the hash before calling this). The body is
+/// built by splicing, without decoding the contents again: [`Body`]'s fields are [`Contents`]'
+/// fields after `schema`, `agent`, `seq`, `prev` and `sealed`, in the same order, so
+/// `{"schema":…,"sealed":T,` followed by the encoding without its opening `{` is byte for byte
+/// what [`seal`] would encode (tested). The head (`agent`, `seq`, `prev`) is checked as
+/// [`open`] checks it.
+pub fn seal_encoded(
+    contents_json: &[u8],
+    agent: &str,
+    seq: u64,
+    prev: &str,
+    sealed: Millis,
+    key: &SigningKey,
+) -> Result<Sealed, BatchError> {
+    const CONTENTS_HEAD: &[u8] = b"{\"from\":";
+    if !contents_json.starts_with(CONTENTS_HEAD) || contents_json.last() != Some(&b'}') {
+        return Err(BatchError::at(
+            "body",
+            "stored contents are not an encoded shopfloor.batch/1 window",
+        ));
+    }
+    check_head(agent, seq, prev)?;
+    let agent_json = serde_json::to_string(agent)
+        .map_err(|e| BatchError::at("body.agent", format!("cannot encode: {e}")))?;
+    let head = format!(
+        "{{\"schema\":\"{SCHEMA}\",\"agent\":{agent_json},\"seq\":{seq},\"prev\":\"{prev}\",\"sealed\":{sealed},"
+    );
+    let rest = contents_json.get(1..).unwrap_or_default();
+    let mut payload = Vec::with_capacity(
+        PAYLOAD_HEAD.len() + head.len() + rest.len() + SIG_MARK.len() + 88 + PAYLOAD_TAIL.len(),
+    );
+    payload.extend_from_slice(PAYLOAD_HEAD);
+    payload.extend_from_slice(head.as_bytes());
+    payload.extend_from_slice(rest);
+    Ok(finish_payload(payload, seq, key))
 }
 
 /// Parses a payload and checks its shape (not the signature: see [`Opened::verify`]).
@@ -407,18 +603,30 @@ pub fn open(payload: &[u8]) -> Result<Opened, BatchError> {
             "must be a JSON object (no whitespace around it)",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(body_bytes);
-    let body: Body = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = if inner == "." || inner.is_empty() {
-            "body".to_owned()
-        } else {
-            format!("body.{inner}")
-        };
-        BatchError::at(path, e.inner().to_string())
-    })?;
-    de.end()
-        .map_err(|e| BatchError::at("body", format!("trailing characters: {e}")))?;
+    // The plain decoder first (it accepts exactly what the path-tracking one accepts, and
+    // rejects trailing characters too); only a body it refuses is decoded again with path
+    // tracking, which costs about as much as the decoding itself, to name the field.
+    let body: Body = match serde_json::from_slice(body_bytes) {
+        Ok(body) => body,
+        Err(plain) => {
+            let mut de = serde_json::Deserializer::from_slice(body_bytes);
+            let body: Body = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let inner = e.path().to_string();
+                let path = if inner == "." || inner.is_empty() {
+                    "body".to_owned()
+                } else {
+                    format!("body.{inner}")
+                };
+                BatchError::at(path, e.inner().to_string())
+            })?;
+            de.end()
+                .map_err(|e| BatchError::at("body", format!("trailing characters: {e}")))?;
+            // Not reached for any input serde_json refuses; kept so that a disagreement can
+            // never let a body through unchecked.
+            let _ = body;
+            return Err(BatchError::at("body", plain.to_string()));
+        }
+    };
     check_body(&body)?;
 
     Ok(Opened {
@@ -483,28 +691,29 @@ fn check_body(body: &Body) -> Result<(), BatchError> {
             format!("must be {SCHEMA:?}, got {:?}", body.schema),
         ));
     }
-    check_agent_id(&body.agent).map_err(|reason| BatchError::at("body.agent", reason))?;
-    if body.seq == 0 {
+    check_head(&body.agent, body.seq, &body.prev)?;
+    check_window_and_devices("body.", body.from, body.to, &body.devices)
+}
+
+/// `agent`, `seq` and `prev` of a body.
+fn check_head(agent: &str, seq: u64, prev: &str) -> Result<(), BatchError> {
+    check_agent_id(agent).map_err(|reason| BatchError::at("body.agent", reason))?;
+    if seq == 0 {
         return Err(BatchError::at("body.seq", "must be at least 1"));
     }
-    if body.prev.len() != 64
-        || !body
-            .prev
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if prev.len() != 64 || !prev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(BatchError::at(
             "body.prev",
             "must be 64 lowercase hex digits (SHA-256 of the previous body)",
         ));
     }
-    if body.seq == 1 && body.prev != ZERO_HASH {
+    if seq == 1 && prev != ZERO_HASH {
         return Err(BatchError::at(
             "body.prev",
             "must be 64 zeros for seq 1 (the first batch has no predecessor)",
         ));
     }
-    check_window_and_devices("body.", body.from, body.to, &body.devices)
+    Ok(())
 }
 
 /// An agent id as it appears in topics and batches: non-empty, no `/`, `+`, `#` (topic level
@@ -560,26 +769,30 @@ fn check_window_and_devices(
 }
 
 fn check_device(dp: &str, d: &DeviceData) -> Result<(), BatchError> {
+    // Paths are built only for the value at fault: formatting one per sample cost more than
+    // the check itself at 100,000 samples/s.
     for (i, ps) in d.samples.iter().enumerate() {
         for (j, s) in ps.samples.iter().enumerate() {
-            if let Some(SampleValue::Float(v)) = s.v {
-                finite(&format!("{dp}.samples[{i}].samples[{j}].v"), v)?;
+            if let Some(SampleValue::Float(v)) = s.v
+                && !v.is_finite()
+            {
+                return Err(not_finite(format!("{dp}.samples[{i}].samples[{j}].v")));
             }
         }
     }
     for (i, s) in d.summaries.iter().enumerate() {
-        let sp = format!("{dp}.summaries[{i}]");
+        let sp = || format!("{dp}.summaries[{i}]");
         if let Some(r) = s.first {
-            finite(&format!("{sp}.first.v"), r.v)?;
+            finite(r.v, || format!("{}.first.v", sp()))?;
         }
         if let Some(r) = s.last {
-            finite(&format!("{sp}.last.v"), r.v)?;
+            finite(r.v, || format!("{}.last.v", sp()))?;
         }
         if let Some(v) = s.min {
-            finite(&format!("{sp}.min"), v)?;
+            finite(v, || format!("{}.min", sp()))?;
         }
         if let Some(v) = s.max {
-            finite(&format!("{sp}.max"), v)?;
+            finite(v, || format!("{}.max", sp()))?;
         }
     }
     for (i, s) in d.states.iter().enumerate() {
@@ -592,21 +805,25 @@ fn check_device(dp: &str, d: &DeviceData) -> Result<(), BatchError> {
     }
     for (i, c) in d.counters.iter().enumerate() {
         if let Some(v) = c.rollover {
-            finite(&format!("{dp}.counters[{i}].rollover"), v)?;
+            finite(v, || format!("{dp}.counters[{i}].rollover"))?;
         }
         for (j, r) in c.readings.iter().enumerate() {
-            finite(&format!("{dp}.counters[{i}].readings[{j}].v"), r.v)?;
+            finite(r.v, || format!("{dp}.counters[{i}].readings[{j}].v"))?;
         }
     }
     Ok(())
 }
 
-fn finite(path: &str, v: f64) -> Result<(), BatchError> {
+fn finite(v: f64, path: impl FnOnce() -> String) -> Result<(), BatchError> {
     if v.is_finite() {
         Ok(())
     } else {
-        Err(BatchError::at(path, "must be a finite number"))
+        Err(not_finite(path()))
     }
+}
+
+fn not_finite(path: String) -> BatchError {
+    BatchError::at(path, "must be a finite number")
 }
 
 #[cfg(test)]
@@ -737,6 +954,144 @@ mod tests {
         include_str!("../../docs/PROTOCOL.md").contains(&format!("(one line, {n} bytes)"))
     }
 
+    /// Contents with every kind of value, escapes and the edges of the number types.
+    fn varied_contents() -> Contents {
+        let mut c = example_contents();
+        let d = &mut c.devices[0];
+        d.samples.push(PointSamples {
+            point: "odd \"name\" \\ 主轴/\u{1}".to_owned(),
+            samples: [
+                SampleValue::Bool(true),
+                SampleValue::Int(i64::MIN),
+                SampleValue::Int(-1),
+                SampleValue::Int(0),
+                SampleValue::Int(i64::MAX),
+                SampleValue::UInt(u64::MAX),
+                SampleValue::Float(-0.0),
+                SampleValue::Float(5.0),
+                SampleValue::Float(1e300),
+                SampleValue::Float(-2.5e-310),
+                SampleValue::Text("程序 O1234 \"x\"\n".to_owned()),
+                SampleValue::Text(String::new()),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                t: 1_790_000_000_000 + i as i64,
+                v: Some(v),
+                err: None,
+            })
+            .collect(),
+        });
+        d.dropped = Some(Dropped { samples: 3 });
+        c.devices.push(DeviceData {
+            id: "p1/e1/w1/l1/cnc-02".to_owned(),
+            template: "t".to_owned(),
+            samples: vec![],
+            summaries: vec![],
+            states: vec![],
+            counters: vec![],
+            links: vec![],
+            dropped: None,
+        });
+        c
+    }
+
+    /// The outbox seals the stored encoding without decoding it: the payload must be byte
+    /// for byte what sealing the decoded contents gives, for any contents.
+    #[test]
+    fn seal_encoded_is_seal() {
+        let k = key(3);
+        let empty = Contents {
+            from: 0,
+            to: 0,
+            devices: vec![],
+        };
+        for (c, agent, seq, prev) in [
+            (example_contents(), "line1-agent", 1, ZERO_HASH.to_owned()),
+            (varied_contents(), "a \"quoted\" 代理", 7, "ab".repeat(32)),
+            (empty, "a", 2, "0".repeat(64)),
+        ] {
+            let json = serde_json::to_vec(&c).unwrap();
+            let a = seal(c.clone(), agent, seq, &prev, 99, &k).unwrap();
+            let b = seal_encoded(&json, agent, seq, &prev, 99, &k).unwrap();
+            assert_eq!(
+                String::from_utf8(a.payload.clone()).unwrap(),
+                String::from_utf8(b.payload.clone()).unwrap()
+            );
+            assert_eq!(a, b);
+            let o = open(&b.payload).unwrap();
+            o.verify(&k.verifying_key()).unwrap();
+            assert_eq!(o.body.devices, c.devices);
+        }
+        let json = serde_json::to_vec(&example_contents()).unwrap();
+        for (agent, seq, prev, path) in [
+            ("", 1, ZERO_HASH.to_owned(), "body.agent"),
+            ("a/b", 1, ZERO_HASH.to_owned(), "body.agent"),
+            ("a", 0, ZERO_HASH.to_owned(), "body.seq"),
+            ("a", 1, "ab".repeat(32), "body.prev"),
+            ("a", 2, "AB".repeat(32), "body.prev"),
+        ] {
+            match seal_encoded(&json, agent, seq, &prev, 1, &k) {
+                Err(BatchError::Malformed(e)) => assert_eq!(e.path, path, "{agent} {seq} {prev}"),
+                other => panic!("{agent} {seq} {prev}: {other:?}"),
+            }
+        }
+        for bad in [&b""[..], b"{}", b"{\"to\":1}", b"{\"from\":1"] {
+            assert!(matches!(
+                seal_encoded(bad, "a", 1, ZERO_HASH, 1, &k),
+                Err(BatchError::Malformed(_))
+            ));
+        }
+    }
+
+    /// The hand-written decoder of sample values gives what the untagged derive gave.
+    #[test]
+    fn sample_values_decode_as_encoded() {
+        for v in &varied_contents().devices[0].samples[1].samples {
+            let json = serde_json::to_string(v).unwrap();
+            let back: Sample = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, v, "{json}");
+            if let Some(SampleValue::Float(f)) = back.v {
+                // -0.0 == 0.0: compare the bits too.
+                assert_eq!(
+                    Some(f.to_bits()),
+                    v.v.as_ref().and_then(|x| match x {
+                        SampleValue::Float(g) => Some(g.to_bits()),
+                        _ => None,
+                    })
+                );
+            }
+        }
+        for (json, want) in [
+            ("1", SampleValue::Int(1)),
+            ("-1", SampleValue::Int(-1)),
+            (
+                "9223372036854775808",
+                SampleValue::UInt(9_223_372_036_854_775_808),
+            ),
+            ("1.0", SampleValue::Float(1.0)),
+            ("1e2", SampleValue::Float(100.0)),
+            ("false", SampleValue::Bool(false)),
+            ("\"\\u00e9\"", SampleValue::Text("é".to_owned())),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<SampleValue>(json).unwrap(),
+                want,
+                "{json}"
+            );
+        }
+        for bad in ["null", "[1]", "{\"a\":1}"] {
+            let e = serde_json::from_str::<SampleValue>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("expected a bool, a number or a string"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn seal_open_verify_round_trip() {
         let k = key(1);
@@ -838,6 +1193,77 @@ mod tests {
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             );
         }
+    }
+
+    /// A summary is left out exactly when the samples give it back, and stripping the samples
+    /// puts it back: the stripped batch is the one that never omitted anything.
+    #[test]
+    fn implied_summaries_are_omitted_and_restored_on_strip() {
+        let samples: Vec<Sample> = [
+            Some(SampleValue::Float(2.0)),
+            None,
+            Some(SampleValue::Text("x".to_owned())),
+            Some(SampleValue::Int(-3)),
+            Some(SampleValue::Bool(true)),
+            Some(SampleValue::Float(-0.0)),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Sample {
+            t: 10 + i as i64,
+            err: v.is_none().then(|| "timeout".to_owned()),
+            v,
+        })
+        .collect();
+        let full = Summary::of_samples("a", &samples);
+        assert_eq!(
+            full,
+            Summary {
+                point: "a".to_owned(),
+                count: 6,
+                errors: 1,
+                first: Some(Reading { t: 10, v: 2.0 }),
+                last: Some(Reading { t: 15, v: -0.0 }),
+                min: Some(-3.0),
+                max: Some(2.0),
+            }
+        );
+        let mut partial = full.clone();
+        partial.point = "b".to_owned();
+        partial.count += 4; // four readings of b were not reported
+        let mut other = full.clone();
+        other.point = "c".to_owned();
+        other.max = Some(5.0); // not what c's samples give
+        let mut d = example_contents().devices.remove(0);
+        d.samples = ["a", "b", "c"]
+            .into_iter()
+            .map(|p| PointSamples {
+                point: p.to_owned(),
+                samples: samples.clone(),
+            })
+            .collect();
+        d.summaries = vec![full.clone(), partial.clone(), other.clone()];
+        let before = d.clone();
+        d.omit_implied_summaries();
+        assert_eq!(d.summaries, vec![partial.clone(), other.clone()]);
+        let mut c = Contents {
+            from: 0,
+            to: 100,
+            devices: vec![d],
+        };
+        assert_eq!(c.strip_samples(), 18);
+        assert_eq!(c.devices[0].summaries, before.summaries);
+        // Bit for bit, so the re-encoded batch is the same as one that never omitted.
+        let mut never = Contents {
+            from: 0,
+            to: 100,
+            devices: vec![before],
+        };
+        never.strip_samples();
+        assert_eq!(
+            serde_json::to_vec(&c).unwrap(),
+            serde_json::to_vec(&never).unwrap()
+        );
     }
 
     #[test]
