@@ -34,6 +34,10 @@ pub enum LinkState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Sample(Sample),
+    /// Samples read together (the points of one Modbus request), all of one device, in
+    /// point order: one event instead of one per point, so that the channel, the metrics and
+    /// the pipeline's device lookup cost once per request at 100,000 tags/s.
+    Samples(Vec<Sample>),
     /// The link of a device changed state; `detail` says why (error text, endpoint).
     Link {
         device: Arc<str>,
@@ -57,4 +61,16 @@ pub enum Outcome {
     Timeout,
     /// Transport, framing or protocol error: the connection was dropped.
     LinkError,
+}
+
+impl Event {
+    /// The samples this event carries: one for [`Event::Sample`], all for
+    /// [`Event::Samples`], none for link and request events.
+    pub fn samples(&self) -> &[Sample] {
+        match self {
+            Event::Sample(s) => std::slice::from_ref(s),
+            Event::Samples(v) => v,
+            Event::Link { .. } | Event::Request { .. } => &[],
+        }
+    }
 }

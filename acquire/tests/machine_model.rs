@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use shopfloor_acquire::Event;
 use shopfloor_acquire::modbus::{BusConfig, DeviceConfig, Transport, run_bus};
 use shopfloor_core::counter::Deltas;
 use shopfloor_core::evidence::State;
@@ -65,7 +64,7 @@ async fn a_scripted_cnc_becomes_state_intervals_and_part_counts() {
     };
     let end = tokio::time::Instant::now() + Duration::from_secs_f64(560.0 / SCALE);
     while let Ok(Some(e)) = tokio::time::timeout_at(end, rx.recv()).await {
-        if let Event::Sample(s) = e {
+        for s in e.samples() {
             let Ok(v) = &s.value else { continue };
             let at = to_sim(s.received);
             if states.rules().signals.values().any(|p| **p == *s.point) {

@@ -172,9 +172,7 @@ fn last_values(
 ) -> HashMap<String, Result<Value, String>> {
     let mut m = HashMap::new();
     for (_, e) in events {
-        if let Event::Sample(s) = e
-            && &*s.device == device
-        {
+        for s in e.samples().iter().filter(|s| &*s.device == device) {
             m.insert(s.point.to_string(), s.value.clone());
         }
     }
@@ -185,10 +183,9 @@ fn last_values(
 fn ok_values<'a>(events: &'a [(Instant, Event)], point: &str) -> Vec<&'a Value> {
     events
         .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Sample(s) if &*s.point == point => s.value.as_ref().ok(),
-            _ => None,
-        })
+        .flat_map(|(_, e)| e.samples())
+        .filter(|s| &*s.point == point)
+        .filter_map(|s| s.value.as_ref().ok())
         .collect()
 }
 

@@ -268,13 +268,18 @@ impl Metrics {
     /// Counts one driver event.
     pub fn observe(&self, ev: &Event) {
         match ev {
-            Event::Sample(s) => {
-                let l = DeviceLabels {
-                    device: s.device.to_string(),
-                };
-                self.samples.get_or_create(&l).inc();
-                if s.value.is_err() {
-                    self.read_errors.get_or_create(&l).inc();
+            Event::Sample(_) | Event::Samples(_) => {
+                // One label per device run (a Modbus request's points come as one event).
+                for run in ev.samples().chunk_by(|a, b| a.device == b.device) {
+                    let Some(first) = run.first() else { continue };
+                    let l = DeviceLabels {
+                        device: first.device.to_string(),
+                    };
+                    self.samples.get_or_create(&l).inc_by(run.len() as u64);
+                    let errors = run.iter().filter(|s| s.value.is_err()).count();
+                    if errors > 0 {
+                        self.read_errors.get_or_create(&l).inc_by(errors as u64);
+                    }
                 }
             }
             Event::Link { device, state, .. } => {

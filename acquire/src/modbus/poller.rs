@@ -276,10 +276,12 @@ async fn poll_device(
         match result {
             Ok(data) => {
                 alive = true;
-                for &i in &req.points {
-                    let value = decode_point(d, req, i, &data);
-                    send(tx, sample(d, i, received, value)).await;
-                }
+                let samples = req
+                    .points
+                    .iter()
+                    .map(|&i| sample(d, i, received, decode_point(d, req, i, &data)))
+                    .collect();
+                send(tx, Event::Samples(samples)).await;
             }
             Err(ReadError::Exception(ExceptionKind::IllegalAddress)) => {
                 alive = true;
@@ -290,25 +292,18 @@ async fn poll_device(
                     }
                     Learning::Unreadable(table, at) => {
                         tracing::warn!(device = %d.cfg.id, %table, address = at, "point answers illegal data address: not read again");
-                        for &i in &req.points {
-                            let reason = format!(
-                                "illegal data address {table} {at}: the device has no such register; not read again"
-                            );
-                            send(tx, sample(d, i, received, Err(reason))).await;
-                        }
+                        let reason = format!(
+                            "illegal data address {table} {at}: the device has no such register; not read again"
+                        );
+                        send(tx, failed(d, req, received, &reason)).await;
                     }
                 }
                 replan = true;
             }
             Err(ReadError::Exception(e)) => {
                 alive = true;
-                for &i in &req.points {
-                    send(
-                        tx,
-                        sample(d, i, received, Err(format!("device exception {e}"))),
-                    )
-                    .await;
-                }
+                let reason = format!("device exception {e}");
+                send(tx, failed(d, req, received, &reason)).await;
             }
             Err(e) => {
                 d.plan = plan;
@@ -366,14 +361,24 @@ fn sample(
     i: usize,
     received: Timestamp,
     value: Result<shopfloor_devices::Value, String>,
-) -> Event {
-    Event::Sample(Sample {
+) -> Sample {
+    Sample {
         device: d.cfg.id.clone(),
         point: d.points.get(i).cloned().unwrap_or_else(|| Arc::from("?")),
         source_time: None,
         received,
         value,
-    })
+    }
+}
+
+/// Every point of `req` failed for `reason`: one event.
+fn failed(d: &DevState, req: &ReadRequest, received: Timestamp, reason: &str) -> Event {
+    Event::Samples(
+        req.points
+            .iter()
+            .map(|&i| sample(d, i, received, Err(reason.to_owned())))
+            .collect(),
+    )
 }
 
 async fn send(tx: &mpsc::Sender<Event>, e: Event) {
