@@ -348,6 +348,12 @@ pub struct IngestSection {
     /// (`clock_skew`).
     #[serde(default = "default_max_future")]
     pub max_future_s: u64,
+    /// Groups being committed at once (each on its own connection), for agents that are not
+    /// in an earlier group still being committed; acknowledgements still go out in arrival
+    /// order. Unset: 2 on PostgreSQL, 1 on SQLite (one writer: a second group in flight only
+    /// makes the groups smaller).
+    #[serde(default)]
+    pub commits_in_flight: Option<usize>,
 }
 
 fn default_batch_max() -> usize {
@@ -370,6 +376,7 @@ impl Default for IngestSection {
             commit_wait_ms: default_batch_wait(),
             max_payload_bytes: default_max_payload(),
             max_future_s: default_max_future(),
+            commits_in_flight: None,
         }
     }
 }
@@ -581,6 +588,13 @@ pub fn validate(cfg: &GatewayConfig, file: &str) -> Vec<ConfigError> {
     }
     if cfg.ingest.max_batches_per_commit == 0 {
         bad("ingest.max_batches_per_commit", "must be at least 1");
+    }
+    if cfg
+        .ingest
+        .commits_in_flight
+        .is_some_and(|n| !(1..=8).contains(&n))
+    {
+        bad("ingest.commits_in_flight", "must be between 1 and 8");
     }
     if cfg.ingest.max_payload_bytes < 1024 {
         bad("ingest.max_payload_bytes", "must be at least 1024");

@@ -25,11 +25,13 @@
 //! - a replay of another body under a stored `(agent, seq)` leaves the stored batch as it is
 //!   and quarantines the replayed copy (`replayed_seq`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use shopfloor_core::batch::{self, BatchError, Body, SampleValue, VerifyingKey};
 use shopfloor_store::{
     Chain, DirtyRange, LinkRow, Ms, NewBatch, Outcome, QuarantineRow, ReadingRow, SampleRow,
@@ -794,6 +796,11 @@ pub async fn run(
     prefix: String,
     rx: mpsc::Receiver<Delivery>,
 ) {
+    let mut cfg = cfg;
+    cfg.commits_in_flight = Some(cfg.commits_in_flight.unwrap_or(match db {
+        Db::Postgres(_) => 2,
+        Db::Sqlite(_) => 1,
+    }));
     run_with(&db, trust, metrics, cfg, prefix, rx).await;
 }
 
@@ -807,6 +814,7 @@ pub async fn run_with<S: IngestStore>(
     mut rx: mpsc::Receiver<Delivery>,
 ) {
     let max = cfg.max_batches_per_commit.max(1);
+    let depth = cfg.commits_in_flight.unwrap_or(1).max(1);
     let wait = Duration::from_millis(cfg.commit_wait_ms);
     let prefix: Arc<str> = Arc::from(prefix);
     let cfg = Arc::new(cfg);
@@ -856,9 +864,41 @@ pub async fn run_with<S: IngestStore>(
             }
         }
     };
+    // Up to `commits_in_flight` groups are committed at once, on their own connections; a
+    // group waits while one of its agents is in an earlier group still in flight, so each
+    // agent's batches are stored in arrival order and the store ends up as after committing
+    // the groups one by one (what a group writes is keyed by its agents or only appended).
+    // Groups finish in arrival order: acknowledgements keep the order MQTT requires.
     let commit = async {
-        while let Some(checked) = checked_rx.recv().await {
-            commit_group(store, &metrics, checked).await;
+        let mut in_flight = FuturesOrdered::new();
+        let mut agents_in_flight: VecDeque<Vec<String>> = VecDeque::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(stored) = in_flight.next(), if !in_flight.is_empty() => {
+                    agents_in_flight.pop_front();
+                    finish_group(&metrics, stored);
+                }
+                checked = checked_rx.recv(), if open && in_flight.len() < depth => {
+                    let Some(checked) = checked else {
+                        open = false;
+                        continue;
+                    };
+                    let agents = checked.agents();
+                    while agents_in_flight
+                        .iter()
+                        .any(|busy| busy.iter().any(|a| agents.binary_search(a).is_ok()))
+                    {
+                        let Some(stored) = in_flight.next().await else { break };
+                        agents_in_flight.pop_front();
+                        finish_group(&metrics, stored);
+                    }
+                    agents_in_flight.push_back(agents);
+                    in_flight.push_back(store_group(store, &metrics, checked));
+                }
+                else => break,
+            }
         }
     };
     tokio::join!(collect_and_check, commit);
@@ -929,7 +969,26 @@ async fn check_group(
 }
 
 /// Commits one checked group (retrying until it succeeds), then acknowledges it.
-async fn commit_group<S: IngestStore>(store: &S, metrics: &Metrics, group: Checked) {
+impl Checked {
+    /// The agents of the group's batches, sorted and unique.
+    fn agents(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.batches.iter().map(|b| b.agent.clone()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// A group after its commit, waiting for its turn to be acknowledged.
+struct Stored {
+    acks: Vec<Ack>,
+    batches: Vec<NewBatch>,
+    outcomes: Vec<Outcome>,
+    quarantine: Vec<QuarantineRow>,
+}
+
+/// Commits one group's batches and quarantine rows (retrying until they are stored).
+async fn store_group<S: IngestStore>(store: &S, metrics: &Metrics, group: Checked) -> Stored {
     let Checked {
         acks,
         batches,
@@ -974,8 +1033,22 @@ async fn commit_group<S: IngestStore>(store: &S, metrics: &Metrics, group: Check
         })
         .await;
     }
+    Stored {
+        acks,
+        batches,
+        outcomes,
+        quarantine,
+    }
+}
 
-    // Committed: acknowledge everything, in arrival order.
+/// Acknowledges a committed group, in arrival order, and counts what it stored.
+fn finish_group(metrics: &Metrics, group: Stored) {
+    let Stored {
+        acks,
+        batches,
+        outcomes,
+        quarantine,
+    } = group;
     for ack in acks {
         ack.send();
     }

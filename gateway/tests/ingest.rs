@@ -210,6 +210,7 @@ fn cfg() -> IngestSection {
         commit_wait_ms: 5,
         max_payload_bytes: 64 * 1024,
         max_future_s: 300,
+        commits_in_flight: Some(2),
     }
 }
 
@@ -1126,6 +1127,96 @@ async fn groups_respect_the_commit_size() {
     // Everything was queued before the loop started: groups of 3, 3, 1.
     assert_eq!(*store.transactions.lock().unwrap(), vec![3, 3, 1]);
     assert_eq!(*acks.lock().unwrap(), (1..=7).collect::<Vec<_>>());
+}
+
+/// A store whose commits of agent `a1`'s seq 1 take a while, recording how many commits run
+/// at once and the order in which batches were stored.
+#[derive(Default)]
+struct SlowStore {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    order: Mutex<Vec<(String, i64)>>,
+}
+
+impl IngestStore for SlowStore {
+    async fn commit_batches(&self, batches: &[NewBatch]) -> shopfloor_store::Result<Vec<Outcome>> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        if batches.iter().any(|b| b.agent == "a1" && b.seq == 1) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.order
+            .lock()
+            .unwrap()
+            .extend(batches.iter().map(|b| (b.agent.clone(), b.seq)));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(batches
+            .iter()
+            .map(|_| Outcome::Stored {
+                chain: Chain::Linked,
+            })
+            .collect())
+    }
+    async fn commit_quarantine(&self, _: &[QuarantineRow]) -> shopfloor_store::Result<()> {
+        Ok(())
+    }
+}
+
+/// Two groups are committed at once when their agents differ; a group with an agent that is
+/// still being committed waits, so each agent's batches are stored in order; the
+/// acknowledgements keep the arrival order although a later group finished first.
+#[tokio::test]
+async fn groups_of_other_agents_commit_at_once_and_acks_keep_arrival_order() {
+    for depth in [1, 2] {
+        let store = SlowStore::default();
+        let (tx, rx) = mpsc::channel(64);
+        let acks: Acks = Arc::default();
+        let a1_1 = good(1, ZERO_HASH);
+        let a1_2 = seal(
+            1,
+            contents(NOW - 5 * MIN),
+            "a1",
+            2,
+            &a1_1.body_hash,
+            NOW - 100,
+        );
+        let a2_1 = seal(2, contents(NOW - 20 * MIN), "a2", 1, ZERO_HASH, NOW - 100);
+        tx.send(delivery(topic("a1"), a1_1.payload, 1, &acks))
+            .await
+            .unwrap();
+        tx.send(delivery(topic("a2"), a2_1.payload, 2, &acks))
+            .await
+            .unwrap();
+        tx.send(delivery(topic("a1"), a1_2.payload, 3, &acks))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut c = cfg();
+        c.max_batches_per_commit = 1;
+        c.commits_in_flight = Some(depth);
+        ingest::run_with(
+            &store,
+            Arc::new(trust()),
+            Arc::new(Metrics::new()),
+            c,
+            PREFIX.to_owned(),
+            rx,
+        )
+        .await;
+        assert_eq!(*acks.lock().unwrap(), vec![1, 2, 3], "depth {depth}");
+        let order = store.order.lock().unwrap().clone();
+        let k = |a: &str, s: i64| (a.to_owned(), s);
+        if depth == 1 {
+            assert_eq!(order, vec![k("a1", 1), k("a2", 1), k("a1", 2)]);
+            assert_eq!(store.most.load(Ordering::SeqCst), 1);
+        } else {
+            // a2's group ran beside a1's slow one and finished first; a1's seq 2 waited.
+            assert_eq!(order, vec![k("a2", 1), k("a1", 1), k("a1", 2)]);
+            assert_eq!(store.most.load(Ordering::SeqCst), 2);
+        }
+    }
 }
 
 // --- against a real SQLite store ---
