@@ -228,9 +228,34 @@ macro_rules! insert_32 {
     };
 }
 
+/// Rows per multi-row statement of [`insert_many`] (at most 9 columns: 2,304 parameters).
+const MANY: usize = 256;
+
+/// Inserts `rows` with one multi-row `INSERT … VALUES (…), (…)` per [`MANY`] rows (`head` is
+/// the statement up to `VALUES`, `tail` what follows the rows, e.g. an `ON CONFLICT` clause).
+/// One statement per row cost one round trip to sqlx's SQLite worker thread each: with 1,000
+/// agents of 10 machines that was about 50,000 statements a second, the store's bottleneck
+/// (docs/BENCHMARKS.md). Statements are prepared once per connection and size, like the rest.
+async fn insert_many<'r, T>(
+    conn: &mut SqliteConnection,
+    head: &'static str,
+    tail: &'static str,
+    rows: &'r [T],
+    mut bind: impl FnMut(sqlx::query_builder::Separated<'_, sqlx::Sqlite, &'static str>, &'r T),
+) -> std::result::Result<(), sqlx::Error> {
+    for chunk in rows.chunks(MANY) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head);
+        q.push_values(chunk, &mut bind);
+        q.push(tail);
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// The decoded rows, the series they belong to, and the dirty ranges of one batch. Samples
-/// and readings (the bulk of a batch) go 32 rows per statement, the rest one prepared
-/// statement per row; every statement is prepared once per connection and re-bound.
+/// and readings (the bulk of a batch) go 32 rows per checked statement and the rest in one
+/// multi-row statement per table ([`insert_many`]); every statement is prepared once per
+/// connection and re-bound.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     b: &NewBatch,
@@ -242,52 +267,56 @@ async fn insert_rows(
             device, point, t, num, is_bool, text, err
         );
     }
-    for s in chunks.remainder() {
-        sqlx::query!(
-            "INSERT INTO samples (device, point, t, num, is_bool, text, err, agent, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            s.device,
-            s.point,
-            s.t,
-            s.num,
-            s.is_bool,
-            s.text,
-            s.err,
-            b.agent,
-            b.seq
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    let points: BTreeSet<(&str, &str)> = b
+    insert_many(
+        conn,
+        "INSERT INTO samples (device, point, t, num, is_bool, text, err, agent, seq) ",
+        "",
+        chunks.remainder(),
+        |mut q, s| {
+            q.push_bind(&s.device)
+                .push_bind(&s.point)
+                .push_bind(s.t)
+                .push_bind(s.num)
+                .push_bind(s.is_bool)
+                .push_bind(&s.text)
+                .push_bind(&s.err)
+                .push_bind(&b.agent)
+                .push_bind(b.seq);
+        },
+    )
+    .await?;
+    let points: Vec<(&str, &str)> = b
         .samples
         .iter()
         .map(|s| (s.device.as_str(), s.point.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    for (device, point) in points {
-        sqlx::query!(
-            "INSERT INTO sample_points (device, point) VALUES (?1, ?2)
-             ON CONFLICT (device, point) DO NOTHING",
-            device,
-            point
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    for s in &b.states {
-        sqlx::query!(
-            "INSERT INTO states (device, from_ms, to_ms, state, agent, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            s.device,
-            s.from,
-            s.to,
-            s.state,
-            b.agent,
-            b.seq
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_many(
+        conn,
+        "INSERT INTO sample_points (device, point) ",
+        " ON CONFLICT (device, point) DO NOTHING",
+        &points,
+        |mut q, (device, point)| {
+            q.push_bind(*device).push_bind(*point);
+        },
+    )
+    .await?;
+    insert_many(
+        conn,
+        "INSERT INTO states (device, from_ms, to_ms, state, agent, seq) ",
+        "",
+        &b.states,
+        |mut q, s| {
+            q.push_bind(&s.device)
+                .push_bind(s.from)
+                .push_bind(s.to)
+                .push_bind(&s.state)
+                .push_bind(&b.agent)
+                .push_bind(b.seq);
+        },
+    )
+    .await?;
     let mut chunks = b.readings.chunks_exact(CHUNK);
     for c in &mut chunks {
         insert_32!(
@@ -295,39 +324,41 @@ async fn insert_rows(
             device, role, point, t, v, width_bits, rollover
         );
     }
-    for r in chunks.remainder() {
-        sqlx::query!(
-            "INSERT INTO readings (device, role, point, t, v, width_bits, rollover, agent, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            r.device,
-            r.role,
-            r.point,
-            r.t,
-            r.v,
-            r.width_bits,
-            r.rollover,
-            b.agent,
-            b.seq
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    let series: BTreeSet<(&str, &str, &str)> = b
+    insert_many(
+        conn,
+        "INSERT INTO readings (device, role, point, t, v, width_bits, rollover, agent, seq) ",
+        "",
+        chunks.remainder(),
+        |mut q, r| {
+            q.push_bind(&r.device)
+                .push_bind(&r.role)
+                .push_bind(&r.point)
+                .push_bind(r.t)
+                .push_bind(r.v)
+                .push_bind(r.width_bits)
+                .push_bind(r.rollover)
+                .push_bind(&b.agent)
+                .push_bind(b.seq);
+        },
+    )
+    .await?;
+    let series: Vec<(&str, &str, &str)> = b
         .readings
         .iter()
         .map(|r| (r.device.as_str(), r.role.as_str(), r.point.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    for (device, role, point) in series {
-        sqlx::query!(
-            "INSERT INTO reading_series (device, role, point) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device, role, point) DO NOTHING",
-            device,
-            role,
-            point
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_many(
+        conn,
+        "INSERT INTO reading_series (device, role, point) ",
+        " ON CONFLICT (device, role, point) DO NOTHING",
+        &series,
+        |mut q, (device, role, point)| {
+            q.push_bind(*device).push_bind(*role).push_bind(*point);
+        },
+    )
+    .await?;
     for l in &b.links {
         sqlx::query!(
             "INSERT INTO links (device, t, up, detail, agent, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

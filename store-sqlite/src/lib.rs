@@ -10,6 +10,8 @@
 //! - `synchronous = FULL`: every commit is fsynced before [`Store::ingest`] returns. The
 //!   gateway acknowledges an MQTT batch only after that commit, so a power cut must not lose
 //!   a committed transaction (`NORMAL` in WAL mode may lose the last commits on power loss).
+//! - `cache_size` of the writer 64 MiB (SQLite's default is 2 MiB): a group of batches from
+//!   many machines touches `(device, point, t)` index pages all over the file (`WRITER_CACHE`).
 //! - `busy_timeout = 5 s`: only matters when another process (an operator's `sqlite3` shell, a
 //!   backup) holds a lock; our own connections never contend for the write lock (below).
 //! - `foreign_keys = ON` (sqlx's default; the schema declares none today) and a statement cache
@@ -109,6 +111,12 @@ fn open_lock(db: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// small box.
 const READERS: u32 = 4;
 
+/// The writer's page cache (`cache_size`, negative: KiB): 64 MiB instead of SQLite's 2 MiB.
+/// Samples are indexed by `(device, point, t)`, so a group of batches from many machines
+/// touches index pages all over the file; with 2 MiB each was read again from the OS for
+/// almost every row (measured at 1,000 agents of 10 machines: docs/BENCHMARKS.md).
+const WRITER_CACHE: &str = "-65536";
+
 /// How long a call waits for a connection (the writer may be busy with a large ingest).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -147,7 +155,8 @@ impl SqliteStore {
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("cache_size", WRITER_CACHE);
         let cannot_open =
             |e: sqlx::Error| StoreError::Db(format!("{shown}: cannot open: {}", describe(&e)));
         // Neither creating a database and switching it to WAL nor sqlx's SQLite migrator is
