@@ -111,13 +111,13 @@ async fn run(
     let end = t0 + Duration::from_secs_f64(secs);
     let (mut tags, mut requests) = (0u64, 0u64);
     while let Ok(Some(e)) = tokio::time::timeout_at(end.into(), rx.recv()).await {
-        match e {
-            Event::Sample(s) if s.value.is_ok() => tags += 1,
-            Event::Request {
-                outcome: Outcome::Ok,
-                ..
-            } => requests += 1,
-            _ => {}
+        tags += e.samples().iter().filter(|s| s.value.is_ok()).count() as u64;
+        if let Event::Request {
+            outcome: Outcome::Ok,
+            ..
+        } = e
+        {
+            requests += 1;
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();

@@ -30,8 +30,8 @@ use crate::Ctx;
 use crate::acquisition::{TAGS, template};
 use crate::footprint::rows;
 use crate::util::{
-    AGENT, AgentFigures, AgentRun, Figure, MB30_IN_MIB, Target, cores, embedded_broker, free_port,
-    runtime, start_sim, subscriber, tempdir, window_secs, write,
+    AGENT, AgentFigures, AgentRun, Figure, MB30_IN_MIB, Target, agent_head, cores, embedded_broker,
+    free_port, runtime, start_sim, subscriber, tempdir, window_secs, write,
 };
 
 const SCENARIO: &str = "agent-rate";
@@ -86,25 +86,13 @@ fn agent_config(
     metrics_port: u16,
     devices: &[SocketAddr],
 ) -> String {
-    let mut s = format!(
-        r#"[agent]
-id = "{AGENT_ID}"
-workshop = "p1/e1/w1"
-data_dir = "{data}"
-templates_dir = "{templates}"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-topic_prefix = "{PREFIX}"
-
-[batch]
-interval_s = 5
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-"#,
-        data = data.display(),
-        templates = templates.display(),
+    let mut s = agent_head(
+        AGENT_ID,
+        data,
+        Some(templates),
+        mqtt_port,
+        PREFIX,
+        metrics_port,
     );
     for (d, a) in devices.iter().enumerate() {
         s += &format!(

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use crate::Ctx;
 use crate::util::{
-    AGENT, AgentFigures, AgentRun, Figure, MB30_IN_MIB, Target, cores, embedded_broker, free_port,
-    runtime, start_sim, subscriber, tempdir, window_secs, write,
+    AGENT, AgentFigures, AgentRun, Figure, MB30_IN_MIB, Target, agent_head, cores, embedded_broker,
+    free_port, runtime, start_sim, subscriber, tempdir, window_secs, write,
 };
 
 const SCENARIO: &str = "footprint";
@@ -107,24 +107,7 @@ pub(crate) fn agent_config(
     servers: &[SocketAddr],
     devices: usize,
 ) -> String {
-    let mut s = format!(
-        r#"[agent]
-id = "{agent_id}"
-workshop = "p1/e1/w1"
-data_dir = "{data}"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-topic_prefix = "{PREFIX}"
-
-[batch]
-interval_s = 5
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-"#,
-        data = data.display(),
-    );
+    let mut s = agent_head(agent_id, data, None, mqtt_port, PREFIX, metrics_port);
     if devices > 0 {
         for (srv, a) in servers.iter().enumerate().take(devices.div_ceil(UNITS)) {
             s += &format!(

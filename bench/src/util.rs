@@ -540,6 +540,40 @@ pub(crate) fn wait_listening(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// The `[agent]`, `[mqtt]`, `[batch]` and `[metrics]` sections every agent scenario runs
+/// with (5 s batches, everything else at its default); `templates` sets
+/// `agent.templates_dir`. The scenarios append their devices.
+pub(crate) fn agent_head(
+    agent_id: &str,
+    data: &Path,
+    templates: Option<&Path>,
+    mqtt_port: u16,
+    prefix: &str,
+    metrics_port: u16,
+) -> String {
+    let templates = templates
+        .map(|t| format!("templates_dir = \"{}\"\n", t.display()))
+        .unwrap_or_default();
+    format!(
+        r#"[agent]
+id = "{agent_id}"
+workshop = "p1/e1/w1"
+data_dir = "{data}"
+{templates}
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+topic_prefix = "{prefix}"
+
+[batch]
+interval_s = 5
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+        data = data.display(),
+    )
+}
+
 /// Starts rumqttd on `port` (MQTT 3.1.1 listener only) on its own thread. rumqttd has no
 /// shutdown: the broker lives until this process exits.
 pub(crate) fn embedded_broker(port: u16) -> Result<(), String> {
