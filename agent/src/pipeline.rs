@@ -579,7 +579,7 @@ impl Pipeline {
     }
 
     /// Cuts the window `(previous cut, now]`: every device's data so far, devices in id order.
-    /// `None` when no device has anything (the window still moves on).
+    /// `None` when no device has anything; the window then stays open until the next cut.
     pub fn cut(&mut self, now: Timestamp) -> Option<Contents> {
         let to = millis(now).max(self.window_from);
         let mut out: BTreeMap<String, DeviceData> = BTreeMap::new();
@@ -603,12 +603,14 @@ impl Pipeline {
                 }
             }
         }
-        let from = self.window_from;
-        self.window_from = to;
         self.pending_samples = 0;
         if out.is_empty() {
+            // Nothing to seal: the window stays open, so the next batch's window starts where
+            // the last batch's ended and an agent's windows tile time (PROTOCOL.md).
             return None;
         }
+        let from = self.window_from;
+        self.window_from = to;
         for d in out.values_mut() {
             d.omit_implied_summaries();
         }
@@ -754,5 +756,26 @@ mod tests {
         let s = &device(&stripped, "b").summaries[0];
         assert_eq!((s.count, s.min, s.max), (2, Some(2.0), Some(3.0)));
         assert!(p.cut(at(25_000)).is_none());
+    }
+
+    /// A cut with nothing to seal keeps the window open: consecutive batches tile time even
+    /// when an early cut (window full) took everything just before the timer's cut.
+    #[test]
+    fn windows_tile_time_across_empty_cuts() {
+        let mut p = pipeline(vec![spec("a", &[])]);
+        p.handle(
+            &Event::Sample(reading("a", "x", 1000, Ok(Value::Int(1)))),
+            at(1000),
+        );
+        let first = p.cut(at(2000)).unwrap();
+        assert_eq!((first.from, first.to), (T0, T0 + 2000));
+        assert!(p.cut(at(3000)).is_none());
+        assert!(p.cut(at(4000)).is_none());
+        p.handle(
+            &Event::Sample(reading("a", "x", 4500, Ok(Value::Int(2)))),
+            at(4500),
+        );
+        let next = p.cut(at(5000)).unwrap();
+        assert_eq!((next.from, next.to), (first.to, T0 + 5000));
     }
 }
