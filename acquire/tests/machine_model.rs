@@ -48,7 +48,7 @@ async fn a_scripted_cnc_becomes_state_intervals_and_part_counts() {
         id: Arc::from("p1/e1/w1/l1/cnc"),
         unit: 1,
         poll: Duration::from_millis(10),
-        device: template.resolve_modbus(&Overrides::default()).unwrap(),
+        device: Arc::new(template.resolve_modbus(&Overrides::default()).unwrap()),
     };
     let t0_real = Timestamp::now();
     let task = tokio::spawn(run_bus(bus, vec![dev], tx, stop_rx));

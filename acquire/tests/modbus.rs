@@ -108,9 +108,11 @@ fn device(plant: &Plant, name: &str, unit: u8, poll_ms: u64) -> DeviceConfig {
         id: Arc::from(name),
         unit,
         poll: Duration::from_millis(poll_ms),
-        device: template(plant, name)
-            .resolve_modbus(&Overrides::default())
-            .unwrap(),
+        device: Arc::new(
+            template(plant, name)
+                .resolve_modbus(&Overrides::default())
+                .unwrap(),
+        ),
     }
 }
 
@@ -286,7 +288,7 @@ async fn illegal_address_splits_the_request_and_is_remembered() {
         id: Arc::from("dev"),
         unit: 1,
         poll: Duration::from_millis(40),
-        device: dev_points,
+        device: Arc::new(dev_points),
     };
     let mut bus = spawn_bus(tcp_bus(plant.tcp_addr("gw").unwrap(), 500), vec![cfg]);
     let events = bus.collect(Duration::from_millis(800)).await;

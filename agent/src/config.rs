@@ -247,8 +247,8 @@ pub struct BusDef {
 pub struct DeviceDef {
     /// Entity path.
     pub id: String,
-    /// The template as loaded (before the device's overrides).
-    pub template: Template,
+    /// The template as loaded (before the device's overrides); shared by its devices.
+    pub template: Arc<Template>,
     /// Equipment kind from the template (`cnc`, `robot`, `meter`, ...).
     pub kind: String,
     /// `cnc`, `plc`, `dcs`, `robot` or `manual`: the device's `control`, else the template's.
@@ -267,8 +267,9 @@ pub struct DeviceDef {
     pub counters: Option<CounterRules>,
     /// A meter's accounting register in force (the device's overrides, else the template's).
     pub meter: Option<MeterRules>,
-    /// Resolved points, in the order the driver reports them.
-    pub points: Vec<PointInfo>,
+    /// Resolved points, in the order the driver reports them; shared by the devices whose
+    /// template and overrides resolve to the same points.
+    pub points: Arc<[PointInfo]>,
     pub source: DeviceSource,
 }
 
@@ -287,7 +288,9 @@ pub enum DeviceSource {
         bus: String,
         unit: u8,
         poll: Duration,
-        device: ModbusDevice,
+        /// Shared by the devices whose template and overrides resolve to the same points (a
+        /// 200-point map is tens of kB; a plant has a few templates and hundreds of devices).
+        device: Arc<ModbusDevice>,
     },
     Opcua {
         config: OpcuaConfig,
@@ -1046,11 +1049,11 @@ fn parse_and_build(path: &Path, text: &str, errs: &mut Errs) -> Option<AgentConf
     }
 
     // Templates: built-in, then the site's.
-    let mut templates: BTreeMap<String, Template> = BTreeMap::new();
+    let mut templates: BTreeMap<String, Arc<Template>> = BTreeMap::new();
     for id in template::builtin_ids() {
         match template::builtin(id) {
             Some(Ok(t)) => {
-                templates.insert(id.to_owned(), t);
+                templates.insert(id.to_owned(), Arc::new(t));
             }
             Some(Err(e)) => errs.push(
                 "agent",
@@ -1075,6 +1078,7 @@ fn parse_and_build(path: &Path, text: &str, errs: &mut Errs) -> Option<AgentConf
         bus_names: &bus_names,
         products: &product_ids,
         ids: BTreeMap::new(),
+        resolved: BTreeMap::new(),
     };
     let mut devices = Vec::new();
     let mut implicit = Vec::new();
@@ -1727,7 +1731,7 @@ fn build_bus(raw: RawBus, p: &str, errs: &mut Errs) -> Option<BusDef> {
 /// Loads `*.toml` of the site's template directory; errors name the template file.
 fn load_templates(
     dir: &Path,
-    templates: &mut BTreeMap<String, Template>,
+    templates: &mut BTreeMap<String, Arc<Template>>,
     broken: &mut BTreeSet<String>,
     errs: &mut Errs,
 ) {
@@ -1796,7 +1800,7 @@ fn load_templates(
             broken.insert(stem);
             continue;
         }
-        templates.insert(stem, t);
+        templates.insert(stem, Arc::new(t));
     }
 }
 
@@ -1867,13 +1871,35 @@ struct DeviceCtx<'a> {
     dir: &'a Path,
     data_dir: Option<PathBuf>,
     workshop: Option<&'a EntityPath>,
-    templates: &'a BTreeMap<String, Template>,
+    templates: &'a BTreeMap<String, Arc<Template>>,
     broken_templates: &'a BTreeSet<String>,
     buses: &'a [BusDef],
     bus_names: &'a BTreeMap<String, usize>,
     products: &'a BTreeSet<String>,
     /// Device id → first index.
     ids: BTreeMap<String, usize>,
+    /// Resolved Modbus devices by template id, each once, shared by every device that
+    /// resolves to it.
+    resolved: BTreeMap<String, Vec<(Arc<ModbusDevice>, Arc<[PointInfo]>)>>,
+}
+
+impl DeviceCtx<'_> {
+    /// The shared copy of a resolved Modbus device and its points, if an earlier device of
+    /// the same template resolved to the same; else this one, kept for the next.
+    fn share(
+        &mut self,
+        template: &str,
+        device: Arc<ModbusDevice>,
+        points: Vec<PointInfo>,
+    ) -> (Arc<ModbusDevice>, Arc<[PointInfo]>) {
+        let seen = self.resolved.entry(template.to_owned()).or_default();
+        if let Some((d, p)) = seen.iter().find(|(d, _)| **d == *device) {
+            return (d.clone(), p.clone());
+        }
+        let shared = (device, Arc::<[PointInfo]>::from(points));
+        seen.push(shared.clone());
+        shared
+    }
 }
 
 const MODBUS_KEYS: &[&str] = &["bus", "host", "port", "unit", "poll_ms"];
@@ -2088,6 +2114,24 @@ fn build_device(
         Protocol::Modbus => modbus_source(&raw, &d, template, ctx, errs)?,
         Protocol::Opcua => opcua_source(&raw, &d, template, ctx, errs)?,
     };
+    let (source, points) = match source {
+        DeviceSource::Modbus {
+            bus,
+            unit,
+            poll,
+            device,
+        } => {
+            let (device, points) = ctx.share(&template.id, device, points);
+            let source = DeviceSource::Modbus {
+                bus,
+                unit,
+                poll,
+                device,
+            };
+            (source, points)
+        }
+        opcua @ DeviceSource::Opcua { .. } => (opcua, Arc::<[PointInfo]>::from(points)),
+    };
 
     if errs.list.len() > before {
         return None;
@@ -2261,7 +2305,7 @@ fn modbus_source(
             bus,
             unit: u8::try_from(unit).unwrap_or(1),
             poll: ms(poll),
-            device,
+            device: Arc::new(device),
         },
         points,
         implicit,

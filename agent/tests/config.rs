@@ -153,6 +153,60 @@ fn base_config_loads_with_defaults() {
     }
 }
 
+/// Devices of one template share its resolved point map (one copy, not one per device); a
+/// device whose overrides change the map gets its own.
+#[test]
+fn devices_of_one_template_share_the_resolved_points() {
+    let text = format!(
+        "{BASE}
+[[device]]
+id = \"p1/e1/w1/l1/cnc-02\"
+template = \"cnc-modbus-generic\"
+bus = \"gw\"
+unit = 2
+
+[[device]]
+id = \"p1/e1/w1/l1/cnc-03\"
+template = \"cnc-modbus-generic\"
+bus = \"gw\"
+unit = 3
+[[device.overrides.point]]
+name = \"part_count\"
+address = 20
+"
+    );
+    let c = write(&text);
+    let cfg = config::load(&c.path).unwrap();
+    let map = |i: usize| match &cfg.devices[i].source {
+        DeviceSource::Modbus { device, .. } => device.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (a, b, own) = (map(0), map(1), map(2));
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert!(std::sync::Arc::ptr_eq(
+        &cfg.devices[0].points,
+        &cfg.devices[1].points
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &cfg.devices[0].template,
+        &cfg.devices[2].template
+    ));
+    assert!(!std::sync::Arc::ptr_eq(&a, &own));
+    assert_ne!(*a, *own);
+    let addr = |d: &shopfloor_devices::template::ModbusDevice| {
+        d.points
+            .iter()
+            .find(|p| p.name == "part_count")
+            .map(|p| p.layout.address)
+    };
+    assert!(addr(&own).is_some());
+    assert_ne!(addr(&a), addr(&own));
+    // Each device's own settings stay its own.
+    let acq = cfg.acquisition();
+    let units: Vec<u8> = acq.modbus[0].1.iter().map(|d| d.unit).collect();
+    assert_eq!(units, [1, 2, 3]);
+}
+
 #[test]
 fn example_config_loads_and_covers_both_scenarios() {
     let cfg = config::load(&example_path()).unwrap_or_else(|e| panic!("{e}"));

@@ -77,9 +77,10 @@ async fn run(
         max_gap: Some(max_gap),
         ..Overrides::default()
     };
-    let device = t
-        .resolve_modbus(&overrides)
-        .map_err(|e| format!("bench template: {e}"))?;
+    let device = Arc::new(
+        t.resolve_modbus(&overrides)
+            .map_err(|e| format!("bench template: {e}"))?,
+    );
     let requests_per_cycle =
         plan::plan(&device.points, &device.limits, &plan::Learned::default()).len();
     let (tx, mut rx) = mpsc::channel(65_536);

@@ -67,7 +67,8 @@ pub struct DeviceConfig {
     /// Modbus unit id (slave address).
     pub unit: u8,
     pub poll: Duration,
-    pub device: ModbusDevice,
+    /// Shared: devices of one template usually resolve to the same points.
+    pub device: Arc<ModbusDevice>,
 }
 
 struct DevState {
