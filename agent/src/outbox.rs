@@ -36,6 +36,12 @@
 //! deleted and counted as a dropped batch, logged at error level, so one bad row can never
 //! block the queue.
 //!
+//! **Memory.** The statements that bind or read a batch's contents or payload are not kept
+//! prepared (`persistent(false)`): a cached SQLite statement keeps its last bound blob and its
+//! last row's values until it runs again, which held two copies of the largest batch (about
+//! 9 MiB at 100,000 tags/s) for the agent's whole life. `push` sizes its encoding buffer from
+//! the previous batch, so the buffer does not double past the batch's size.
+//!
 //! **Schema** (migration 1, applied by an embedded `sqlx::migrate::Migrator`; the applied
 //! version is recorded in `_sqlx_migrations`):
 //! `batches(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms, from_ms, to_ms, samples, bytes,
@@ -62,6 +68,8 @@ use std::fmt;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -253,6 +261,8 @@ pub struct Outbox {
     pool: SqlitePool,
     path: PathBuf,
     budget: u64,
+    /// Encoded size of the last pushed contents: the next encoding buffer's size hint.
+    last_encoded: Arc<AtomicUsize>,
 }
 
 /// Opens (creating if missing) the outbox file, applies the schema and checks the chain head.
@@ -365,6 +375,7 @@ impl Outbox {
             pool,
             path,
             budget: cfg.budget_bytes,
+            last_encoded: Arc::new(AtomicUsize::new(0)),
         };
         // Fail now, not at the first seal, if the chain head is damaged.
         outbox.chain_head().await?;
@@ -419,8 +430,13 @@ impl Outbox {
             context: "refused contents".to_owned(),
             error,
         })?;
-        let json = serde_json::to_vec(contents)
+        // Sized from the last batch (an eighth more): growing by doubling from empty left a
+        // buffer up to twice the batch's size.
+        let hint = self.last_encoded.load(Ordering::Relaxed);
+        let mut json = Vec::with_capacity(hint + hint / 8);
+        serde_json::to_writer(&mut json, contents)
             .map_err(|e| self.corrupt(format!("cannot encode contents: {e}")))?;
+        self.last_encoded.store(json.len(), Ordering::Relaxed);
         let samples = to_i64(contents.sample_count());
         let mut tx = self.begin().await?;
         let hash = sha256(&json);
@@ -428,6 +444,7 @@ impl Outbox {
             "INSERT INTO batches (created_ms, from_ms, to_ms, samples, bytes, contents, \
              contents_sha256) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
+        .persistent(false)
         .bind(now_ms())
         .bind(contents.from)
         .bind(contents.to)
@@ -466,6 +483,7 @@ impl Outbox {
                 "SELECT id, bytes, contents FROM batches \
                  WHERE seq IS NULL AND samples > 0 ORDER BY id LIMIT 1",
             )
+            .persistent(false)
             .fetch_optional(&mut **tx)
             .await
             .map_err(self.db("find a batch to strip"))?;
@@ -484,6 +502,7 @@ impl Outbox {
                             "UPDATE batches SET contents = ?, contents_sha256 = ?, samples = 0, \
                              bytes = ? WHERE id = ?",
                         )
+                        .persistent(false)
                         .bind(json)
                         .bind(hash.to_vec())
                         .bind(new_bytes)
@@ -616,6 +635,7 @@ impl Outbox {
                 "SELECT id, contents, contents_sha256 FROM batches WHERE seq IS NULL \
                  ORDER BY id LIMIT 1",
             )
+            .persistent(false)
             .fetch_optional(&mut *tx)
             .await
             .map_err(self.db("find the next batch to seal"))?;
@@ -665,6 +685,7 @@ impl Outbox {
                 "UPDATE batches SET seq = ?, hash = ?, payload = ?, contents = NULL, bytes = ? \
                  WHERE id = ? AND seq IS NULL",
             )
+            .persistent(false)
             .bind(to_i64(seq))
             .bind(&sealed.body_hash)
             .bind(&sealed.payload)
@@ -790,6 +811,7 @@ impl Outbox {
         let rows = sqlx::query(
             "SELECT seq, payload, hash FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
         )
+        .persistent(false)
         .bind(to_i64(after_seq))
         .bind(to_i64(limit as u64))
         .fetch_all(&self.pool)
