@@ -574,7 +574,9 @@ async fn a_late_reply_on_a_serial_line_is_drained_not_taken_for_the_next_answer(
     // One point only, so that every request is the same function, unit and length: a late
     // reply would be indistinguishable from the answer to the next request.
     let mut d = device(&plant, "dev", 7, 50);
-    d.device.points.retain(|p| p.name == "u16_ABCD");
+    Arc::make_mut(&mut d.device)
+        .points
+        .retain(|p| p.name == "u16_ABCD");
     let mut bus = spawn_bus(cfg, vec![d]);
     let slow = bus.collect(Duration::from_millis(200)).await;
     assert!(requests(&slow, "dev", Outcome::Timeout) >= 1);

@@ -293,7 +293,7 @@ pub enum DeviceSource {
         device: Arc<ModbusDevice>,
     },
     Opcua {
-        config: OpcuaConfig,
+        config: Box<OpcuaConfig>,
         device: OpcuaDevice,
     },
 }
@@ -339,7 +339,7 @@ impl AgentConfig {
             .iter()
             .filter_map(|d| match &d.source {
                 DeviceSource::Opcua { config, device } => {
-                    Some((Arc::from(d.id.as_str()), config.clone(), device.clone()))
+                    Some((Arc::from(d.id.as_str()), (**config).clone(), device.clone()))
                 }
                 DeviceSource::Modbus { .. } => None,
             })
@@ -1880,8 +1880,11 @@ struct DeviceCtx<'a> {
     ids: BTreeMap<String, usize>,
     /// Resolved Modbus devices by template id, each once, shared by every device that
     /// resolves to it.
-    resolved: BTreeMap<String, Vec<(Arc<ModbusDevice>, Arc<[PointInfo]>)>>,
+    resolved: BTreeMap<String, Vec<SharedModbus>>,
 }
+
+/// A resolved Modbus point map and its point list, shared by the devices that resolve to it.
+type SharedModbus = (Arc<ModbusDevice>, Arc<[PointInfo]>);
 
 impl DeviceCtx<'_> {
     /// The shared copy of a resolved Modbus device and its points, if an earlier device of
@@ -1891,7 +1894,7 @@ impl DeviceCtx<'_> {
         template: &str,
         device: Arc<ModbusDevice>,
         points: Vec<PointInfo>,
-    ) -> (Arc<ModbusDevice>, Arc<[PointInfo]>) {
+    ) -> SharedModbus {
         let seen = self.resolved.entry(template.to_owned()).or_default();
         if let Some((d, p)) = seen.iter().find(|(d, _)| **d == *device) {
             return (d.clone(), p.clone());
@@ -2486,5 +2489,6 @@ fn opcua_source(
             unit: p.unit.clone(),
         })
         .collect();
+    let config = Box::new(config);
     Some((DeviceSource::Opcua { config, device }, points, None))
 }
