@@ -11,6 +11,7 @@
 //! - [`run`]: wires everything together, reloads on SIGHUP or file change;
 //! - [`diag`]: the plant engineer's diagnostics (`probe modbus`, `browse opcua`).
 
+pub mod alloc;
 pub mod config;
 pub mod diag;
 pub mod identity;

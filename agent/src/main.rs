@@ -125,7 +125,10 @@ fn main() -> ExitCode {
     }
     match cli.command {
         None => ExitCode::SUCCESS,
-        Some(Command::Run { config }) => shopfloor_agent::run::main(&config),
+        Some(Command::Run { config }) => {
+            shopfloor_agent::alloc::configure();
+            shopfloor_agent::run::main(&config)
+        }
         Some(Command::Check { config }) => shopfloor_agent::config::check_command(&config),
         Some(Command::Key {
             action: KeyAction::Show { config, data_dir },

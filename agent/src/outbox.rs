@@ -289,7 +289,11 @@ impl Outbox {
                 Fsync::Full => SqliteSynchronous::Full,
                 Fsync::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // 512 KiB of page cache instead of SQLite's 2 MiB: rows are written once and
+            // read once, in order, so a larger cache only keeps the overflow pages of batches
+            // already sealed or sent.
+            .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -513,6 +513,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             publish_live(&live, &metrics, now.as_millisecond());
             outbox_error = push_all(&outbox, &mut unpushed, &metrics).await;
             wake.notify_one();
+            // The batch's buffers are freed: give their pages back (src/alloc.rs).
+            crate::alloc::release();
         }
     }
 
