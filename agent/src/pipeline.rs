@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use shopfloor_acquire::{Event, LinkState};
 use shopfloor_core::batch::{
     Contents, CounterReadings, DeviceData, LinkChange, Millis, PointSamples, Reading, Sample,
-    SampleValue, StateSpan, Summary,
+    SampleValue, StateSpan, Tally,
 };
 use shopfloor_devices::Value;
 use shopfloor_devices::signals::{CounterRules, CounterTracker, StateRules, StateTracker};
@@ -98,8 +98,8 @@ struct PointAcc {
     /// Last reported value (or error) and its time.
     last: Option<(Result<SampleValue, String>, Millis)>,
     samples: Vec<Sample>,
-    /// Every reading of the window (its point name is set at the cut).
-    summary: Summary,
+    /// Every reading of the window (named at the cut).
+    tally: Tally,
 }
 
 impl PointAcc {
@@ -108,7 +108,7 @@ impl PointAcc {
             deadband,
             last: None,
             samples: Vec::new(),
-            summary: Summary::new(String::new()),
+            tally: Tally::default(),
         }
     }
 }
@@ -210,10 +210,9 @@ impl DeviceAcc {
                     samples: std::mem::take(&mut p.samples),
                 });
             }
-            if p.summary.count > 0 {
-                let mut s = std::mem::replace(&mut p.summary, Summary::new(String::new()));
-                s.point = name.to_string();
-                summaries.push(s);
+            if p.tally.count() > 0 {
+                summaries.push(p.tally.summary(name.to_string()));
+                p.tally = Tally::default();
             }
         }
         let mut counters = Vec::new();
@@ -355,7 +354,7 @@ fn handle_sample(
         return;
     };
     let deadband = p.deadband;
-    p.summary.record(t_src, value.as_ref().ok());
+    p.tally.record(t_src, value.as_ref().ok());
     let report = match &p.last {
         None => true,
         Some((last, at)) => {
