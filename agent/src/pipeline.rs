@@ -72,6 +72,20 @@ pub struct PipelineStats {
     pub unknown_device: u64,
 }
 
+impl PipelineStats {
+    /// Counts what a state or counter tracker refused: an event older than its clock, or a
+    /// value its rules cannot use.
+    fn count_tracker(&mut self, r: Result<(), shopfloor_devices::signals::SignalError>) {
+        match r {
+            Ok(()) => {}
+            Err(shopfloor_devices::signals::SignalError::OutOfOrder { .. }) => {
+                self.out_of_order += 1
+            }
+            Err(_) => self.invalid_signals += 1,
+        }
+    }
+}
+
 pub fn millis(t: Timestamp) -> Millis {
     t.as_millisecond()
 }
@@ -400,22 +414,10 @@ fn handle_sample(
     // Trackers run on the receive clock.
     let Ok(v) = &s.value else { return };
     if let Some(tr) = &mut dev.states {
-        match tr.update(s.received, &s.point, v) {
-            Ok(()) => {}
-            Err(shopfloor_devices::signals::SignalError::OutOfOrder { .. }) => {
-                stats.out_of_order += 1
-            }
-            Err(_) => stats.invalid_signals += 1,
-        }
+        stats.count_tracker(tr.update(s.received, &s.point, v));
     }
     if let Some(tr) = &mut dev.counters {
-        match tr.update(s.received, &s.point, v) {
-            Ok(()) => {}
-            Err(shopfloor_devices::signals::SignalError::OutOfOrder { .. }) => {
-                stats.out_of_order += 1
-            }
-            Err(_) => stats.invalid_signals += 1,
-        }
+        stats.count_tracker(tr.update(s.received, &s.point, v));
     }
     if let Some((m, _)) = &dev.spec.meter
         && *s.point == *m.point
